@@ -1,0 +1,68 @@
+# dsv4 — one build. `make` builds build/dsv4 and build/libdsv4.a;
+# `make test` installs what is missing, builds and runs the suite;
+# `make asan` runs the suite under AddressSanitizer + UBSan.
+
+CC      ?= gcc
+BUILD   ?= build
+OPT     ?= -O2
+CFLAGS  ?=
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -fopenmp -Iinclude -MMD -MP
+LDLIBS  += -fopenmp -ljansson -lmimalloc -lnuma -lm
+
+# Kernels for each ISA are built with that ISA's flags; the rest of the
+# engine stays baseline x86-64 so one binary runs on any CPU.
+AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c
+
+LIB_SRC   := $(wildcard src/*.c) $(wildcard simd/*.c)
+CLI_SRC   := $(wildcard src/cli/*.c)
+TEST_SRC  := $(wildcard tests/test_*.c)
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_BIN  := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+all: $(BUILD)/dsv4 $(BUILD)/libdsv4.a
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/simd/avx512%.o: simd/avx512%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(AVX512_FLAGS) -c $< -o $@
+
+$(BUILD)/libdsv4.a: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/dsv4: $(CLI_OBJ) $(BUILD)/libdsv4.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libdsv4.a tests/test_util.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Isrc -o $@ $< $(BUILD)/libdsv4.a $(LDLIBS) -lcmocka
+
+tests: $(TEST_BIN) $(BUILD)/dsv4
+
+# Debian packages the build and the tests need; installed only when missing.
+DEPS := gcc make libc6-dev libjansson-dev libmimalloc-dev libnuma-dev libcmocka-dev python3
+deps:
+	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: deps
+	$(MAKE) tests
+	BUILD=$(BUILD) tests/run.sh
+
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	        LDLIBS="-fsanitize=address,undefined $(LDLIBS)" tests
+	BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 tests/run.sh
+
+clean:
+	rm -rf build build-asan
+
+.PHONY: all tests deps test asan clean
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

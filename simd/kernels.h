@@ -1,0 +1,60 @@
+/* The compute kernels, behind one table of function pointers chosen once at
+ * start-up (cpuid). simd/ knows nothing of models: these are matrices,
+ * vectors and block scales.
+ *
+ * Every kernel has a plain C reference (scalar.c); each SIMD version is
+ * tested against it. Matrix kernels compute output rows [r0, r1) so callers
+ * can split rows between threads; for a given (token, row) the accumulation
+ * order does not depend on n, r0 or r1, so results are identical whatever
+ * the batch size or thread split. No kernel allocates. */
+#ifndef DSV4_SIMD_KERNELS_H
+#define DSV4_SIMD_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    const char *isa; /* "scalar", "avx512", ... */
+
+    /* Y[t*ldy + r] = sum_k W[r][k] * X[t*ldx + k], t in [0,n), r in [r0,r1).
+     * W is [rows][cols] row-major in the kernel's format. */
+    void (*matmul_f32)(float *Y, size_t ldy, const float *W, const float *X, size_t ldx,
+                       int n, int rows, int cols, int r0, int r1);
+    void (*matmul_bf16)(float *Y, size_t ldy, const uint16_t *W, const float *X, size_t ldx,
+                        int n, int rows, int cols, int r0, int r1);
+    /* e4m3 bytes [rows][cols]; scale e8m0 [ceil(rows/128)][ceil(cols/128)]. */
+    void (*matmul_fp8)(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale,
+                       const float *X, size_t ldx, int n, int rows, int cols, int r0, int r1);
+    /* e2m1 packed [rows][cols/2], low nibble = even column; scale e8m0 [rows][cols/32]; cols % 32 == 0. */
+    void (*matmul_fp4)(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale,
+                       const float *X, size_t ldx, int n, int rows, int cols, int r0, int r1);
+
+    /* Lightning-indexer scores: scores[s] = sum_h w[h] * max(0, q[h]·keys[s]),
+     * q [n_heads][dim], keys [n_keys][dim] contiguous. Heads summed in order. */
+    void (*index_scores)(float *scores, const float *q, const float *w, const float *keys,
+                         int n_keys, int n_heads, int dim);
+
+    /* Attention of one query over n_kv shared key=value rows (MQA) with a per-head sink:
+     * for head h: z_j = scale * q[h]·kv[j]; p = softmax over {z_j} ∪ {sink[h]} (the sink has
+     * value 0); out[h] = sum_j p_j kv[j]. If bf16_probs, p_j is rounded to bf16 before the
+     * weighted sum. Heads in [h0, h1). */
+    void (*attend)(float *out, const float *q, int dim, const float *const *kv, int n_kv,
+                   const float *sink, float scale, int bf16_probs, int h0, int h1);
+} dsv4_kernels;
+
+const dsv4_kernels *kernels_scalar(void);
+/* The best table this CPU supports, or the one named (NULL if unknown or unsupported). */
+const dsv4_kernels *kernels_select(const char *isa);
+
+/* Small ops: scalar only for now (a few per token, not on the bandwidth path). */
+
+/* y = w ⊙ x / sqrt(mean(x²) + eps); w may be NULL (no weight). y may alias x. */
+void ops_rmsnorm(float *y, const float *x, const float *w, int n, float eps);
+/* Interleaved rotary embedding on x[0..2*n_pairs): (x[2i], x[2i+1]) rotated by angle
+ * with the given cos/sin; inverse rotates by -angle. */
+void ops_rope(float *x, const float *cos_t, const float *sin_t, int n_pairs, int inverse);
+/* Indices of the k largest scores (k <= n), ties to the lower index, written in
+ * ascending index order. scratch holds n ints. */
+void ops_topk(int *out, const float *scores, int n, int k, int *scratch);
+
+#endif

@@ -1,0 +1,36 @@
+/* A weight matrix as it lies in the checkpoint (mmapped, never converted),
+ * and the threaded matrix products over it. */
+#ifndef DSV4_LINEAR_H
+#define DSV4_LINEAR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../simd/kernels.h"
+
+typedef enum {
+    DSV4_WF_NONE = 0, /* tensor absent */
+    DSV4_WF_F32,
+    DSV4_WF_BF16,
+    DSV4_WF_FP8,      /* e4m3 [rows][cols] + e8m0 scale [ceil(rows/128)][ceil(cols/128)] */
+    DSV4_WF_FP4       /* e2m1 packed [rows][cols/2] + e8m0 scale [rows][cols/32] */
+} dsv4_wformat;
+
+typedef struct {
+    dsv4_wformat fmt;
+    int rows, cols;          /* [out, in] */
+    const void *data;
+    const uint8_t *scale;    /* FP8/FP4 only */
+} dsv4_linear;
+
+/* Y[t][r] = W[r]·X[t] for t < n and r in [r0, r1), rows split across the
+ * OpenMP team (call from outside a parallel region). Identical results for
+ * any thread count. */
+void linear_matmul_rows(const dsv4_kernels *k, const dsv4_linear *W, float *Y, size_t ldy,
+                        const float *X, size_t ldx, int n, int r0, int r1);
+/* Whole matrix: Y [n][rows], X [n][cols], dense. */
+void linear_matmul(const dsv4_kernels *k, const dsv4_linear *W, float *Y, const float *X, int n);
+/* One row of W as floats (embedding lookup). */
+void linear_row(const dsv4_linear *W, int row, float *out);
+
+#endif

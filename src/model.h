@@ -5,7 +5,12 @@
 
 #include "engine.h"
 
-/* Precomputes what every session of this model shares (RoPE tables, ...). */
+/* What every session of one model shares. */
+struct model_tables {
+    float *inv_freq_window;      /* [rope_dim/2]: rope_theta, no YaRN (window-only layers) */
+    float *inv_freq_compressed;  /* [rope_dim/2]: compress_rope_theta with YaRN (CSA/HCA layers) */
+};
+
 int model_tables_new(model_tables **out, const dsv4_config *cfg, dsv4_error *err);
 void model_tables_free(model_tables *t);
 

@@ -1,0 +1,23 @@
+/* Attention of one layer for a chunk of consecutive tokens of one sequence:
+ * sliding window, plus compressed entries (CSA: top-k chosen by the lightning
+ * indexer; HCA: all of them). Tokens of a chunk are processed in order against
+ * the layer's persistent state, so a prefill of T tokens and T decode steps
+ * compute the same thing. */
+#ifndef DSV4_ATTENTION_H
+#define DSV4_ATTENTION_H
+
+#include "engine.h"
+
+typedef struct attn_state attn_state; /* one layer's per-sequence state: window ring, compressed entries, compressor state, scratch */
+
+/* max_tokens: the longest context the sequence may reach; max_chunk: the most tokens one call passes. */
+int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_tokens, int max_chunk, dsv4_error *err);
+void attn_state_free(attn_state *st);
+void attn_state_reset(attn_state *st);
+
+/* x: [n][dim] the attention input (after attn_norm) of tokens at positions pos0 .. pos0+n-1,
+ * which must continue the state (pos0 == tokens already seen). out: [n][dim]. */
+void attention_forward(const dsv4_engine *e, int layer, attn_state *st,
+                       const float *x, int n, int pos0, float *out);
+
+#endif

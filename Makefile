@@ -66,3 +66,13 @@ clean:
 
 .PHONY: all tests deps test asan clean
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+
+# The main job, until the trained demo model lands: load a fixture model
+# (tiny, random weights), validate it, and generate from a token prompt.
+DEMO_MODEL := tests/fixtures/real_ratios
+demo: deps
+	$(MAKE) all
+	$(BUILD)/dsv4 inspect -m $(DEMO_MODEL)
+	head -n 64 $(DEMO_MODEL)/tokens.txt > $(BUILD)/demo-prompt.txt
+	$(BUILD)/dsv4 run -m $(DEMO_MODEL) --tokens $(BUILD)/demo-prompt.txt -n 32
+.PHONY: demo

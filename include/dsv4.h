@@ -57,6 +57,14 @@ void dsv4_session_reset(dsv4_session *session);
 int dsv4_session_feed(dsv4_session *session, const int32_t *tokens, int n,
                       float *logits, int all_logits, dsv4_error *err);
 
+/* Sampling from logits: temperature 0 = greedy (ties to the lower id);
+ * else softmax(logits / temperature) restricted to the smallest set of top
+ * tokens whose probability reaches top_p. Deterministic for a given seed. */
+typedef struct dsv4_sampler dsv4_sampler;
+int dsv4_sampler_new(dsv4_sampler **out, int vocab, float temperature, float top_p, uint64_t seed, dsv4_error *err);
+int32_t dsv4_sampler_pick(dsv4_sampler *sampler, const float *logits);
+void dsv4_sampler_free(dsv4_sampler *sampler);
+
 #ifdef __cplusplus
 }
 #endif

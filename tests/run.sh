@@ -15,6 +15,7 @@ for t in "$build"/tests/test_*; do
     fail=$((fail+1)); status=FAIL; failed+=("$name")
   fi
   printf '%-28s %-4s %3ss\n' "$name" "$status" "$(( $(date +%s) - start ))"
+  grep -h '^figure:' "$build/tests/$name.log" | sed 's/^figure: /    /'
   [ "$status" = FAIL ] && sed 's/^/    /' "$build/tests/$name.log" | tail -n 40
 done
 echo "$pass passed, $fail failed"

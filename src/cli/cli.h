@@ -1,0 +1,33 @@
+/* The dsv4 command line: subcommands share these helpers. The CLI uses only
+ * the public API (include/dsv4.h). */
+#ifndef DSV4_CLI_H
+#define DSV4_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dsv4.h"
+
+int cmd_run(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+
+/* Prints "dsv4 CMD: message" on stderr; returns the exit status 1 (or 2 for usage errors). */
+int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Parses numbers strictly (the whole string, in range); 0 on success. */
+int cli_parse_int(const char *s, long min, long max, long *out);
+int cli_parse_float(const char *s, double min, double max, double *out);
+/* Parses --numerics release|plain. */
+int cli_parse_numerics(const char *s, dsv4_numerics *out);
+
+/* Reads a token file: one integer id per line (blank lines and surrounding
+ * spaces allowed). On error *msg names the file and line. Caller frees *ids. */
+int cli_read_tokens(const char *path, int32_t **ids, int *n, char *msg, size_t msg_len);
+
+/* Writes a float32 NumPy .npy file of shape [rows][cols], atomically (a
+ * temporary file renamed into place), so an interrupted run leaves nothing half-written. */
+int cli_write_npy_f32(const char *path, const float *data, long rows, long cols, char *msg, size_t msg_len);
+
+#endif

@@ -1,0 +1,163 @@
+/* dsv4 run: prefill a prompt, then generate, streaming token ids as they come. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "common_opts.h"
+
+static const char *help =
+    "usage: dsv4 run -m DIR (-p TEXT | --tokens FILE) [options]\n"
+    "\n"
+    "Prefills the prompt and generates up to N tokens, printing each generated token id\n"
+    "as soon as it is produced; stops early at the end-of-sequence token.\n"
+    "\n"
+    "options:\n"
+    "  -p, --prompt TEXT      prompt text (needs the tokenizer, which is not available yet)\n"
+    "      --tokens FILE      prompt as token ids, one per line\n"
+    "  -n, --n-predict N      tokens to generate (default 32)\n"
+    "      --temp T           temperature; 0 = greedy (default 0)\n"
+    "      --top-p P          nucleus sampling threshold in (0, 1] (default 1)\n"
+    "      --seed S           random seed for sampling (default 0)\n"
+    "      --ctx N            context capacity in tokens (default: prompt + N)\n"
+    COMMON_HELP;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    static const struct option longs[] = {
+        COMMON_LONG_OPTS,
+        { "prompt", required_argument, 0, 'p' },
+        { "tokens", required_argument, 0, OPT_TOKENS },
+        { "n-predict", required_argument, 0, 'n' },
+        { "temp", required_argument, 0, OPT_TEMP },
+        { "top-p", required_argument, 0, OPT_TOP_P },
+        { "seed", required_argument, 0, OPT_SEED },
+        { "ctx", required_argument, 0, OPT_CTX },
+        { 0, 0, 0, 0 },
+    };
+    const char *model_dir = NULL, *prompt = NULL, *tokens_path = NULL;
+    long n_predict = 32, seed = 0, ctx = 0;
+    double temp = 0.0, top_p = 1.0;
+    dsv4_options opt;
+    dsv4_options_default(&opt);
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, ":m:t:p:n:h", longs, NULL)) != -1) {
+        if (c == 'h') {
+            fputs(help, stdout);
+            return 0;
+        }
+        if (c == '?')
+            return cli_usage_error("run", "unknown option '%s'", argv[optind - 1]);
+        if (c == ':')
+            return cli_usage_error("run", "option '%s' needs a value", argv[optind - 1]);
+        int r = common_opt("run", c, optarg, &model_dir, &opt);
+        if (r > 1)
+            return r;
+        if (r == 1)
+            continue;
+        switch (c) {
+        case 'p': prompt = optarg; break;
+        case OPT_TOKENS: tokens_path = optarg; break;
+        case 'n':
+            if (cli_parse_int(optarg, 0, 1 << 30, &n_predict))
+                return cli_usage_error("run", "-n needs a non-negative integer, got '%s'", optarg);
+            break;
+        case OPT_TEMP:
+            if (cli_parse_float(optarg, 0.0, 1e6, &temp))
+                return cli_usage_error("run", "--temp needs a number >= 0, got '%s'", optarg);
+            break;
+        case OPT_TOP_P:
+            if (cli_parse_float(optarg, 1e-9, 1.0, &top_p))
+                return cli_usage_error("run", "--top-p needs a number in (0, 1], got '%s'", optarg);
+            break;
+        case OPT_SEED:
+            if (cli_parse_int(optarg, 0, __LONG_MAX__, &seed))
+                return cli_usage_error("run", "--seed needs a non-negative integer, got '%s'", optarg);
+            break;
+        case OPT_CTX:
+            if (cli_parse_int(optarg, 1, 1 << 30, &ctx))
+                return cli_usage_error("run", "--ctx needs a positive integer, got '%s'", optarg);
+            break;
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("run", "unexpected argument '%s'", argv[optind]);
+    if (!model_dir)
+        return cli_usage_error("run", "-m DIR is required");
+    if (prompt && tokens_path)
+        return cli_usage_error("run", "give either -p TEXT or --tokens FILE, not both");
+    if (prompt)
+        return cli_error("run", "the tokenizer is not available yet: give the prompt as token ids with --tokens FILE");
+    if (!tokens_path)
+        return cli_usage_error("run", "a prompt is required: --tokens FILE");
+
+    char msg[600];
+    int32_t *tokens;
+    int n;
+    if (cli_read_tokens(tokens_path, &tokens, &n, msg, sizeof msg))
+        return cli_error("run", "%s", msg);
+    if (ctx == 0)
+        ctx = n + n_predict;
+    if (ctx < n + n_predict) {
+        free(tokens);
+        return cli_usage_error("run", "--ctx %ld is smaller than prompt (%d) + tokens to generate (%ld)", ctx, n, n_predict);
+    }
+
+    dsv4_engine *e = NULL;
+    dsv4_session *s = NULL;
+    dsv4_sampler *sampler = NULL;
+    float *logits = NULL;
+    dsv4_error err;
+    int status = 1;
+    if (dsv4_engine_open(&e, model_dir, &opt, &err) || dsv4_session_new(&s, e, (int)ctx, &err) ||
+        dsv4_sampler_new(&sampler, dsv4_engine_vocab_size(e), (float)temp, (float)top_p, (uint64_t)seed, &err)) {
+        cli_error("run", "%s", err.message);
+        goto done;
+    }
+    logits = malloc(sizeof *logits * (size_t)dsv4_engine_vocab_size(e));
+    if (!logits) {
+        cli_error("run", "out of memory");
+        goto done;
+    }
+    double t0 = now_s();
+    if (dsv4_session_feed(s, tokens, n, logits, 0, &err)) {
+        cli_error("run", "%s: %s", tokens_path, err.message);
+        goto done;
+    }
+    double t1 = now_s();
+    int generated = 0, eos = dsv4_engine_eos_id(e);
+    while (generated < n_predict) {
+        int32_t next = dsv4_sampler_pick(sampler, logits);
+        printf("%s%d", generated ? " " : "", next);
+        fflush(stdout);
+        generated++;
+        if (next == eos || generated == n_predict)
+            break;
+        if (dsv4_session_feed(s, &next, 1, logits, 0, &err)) {
+            putchar('\n');
+            cli_error("run", "%s", err.message);
+            goto done;
+        }
+    }
+    double t2 = now_s();
+    if (generated)
+        putchar('\n');
+    fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s); isa %s\n",
+            n, t1 - t0, n / (t1 - t0), generated, t2 - t1,
+            generated > 1 ? (generated - 1) / (t2 - t1) : 0.0, dsv4_engine_isa(e));
+    status = 0;
+done:
+    free(logits);
+    free(tokens);
+    dsv4_sampler_free(sampler);
+    dsv4_session_free(s);
+    dsv4_engine_close(e);
+    return status;
+}

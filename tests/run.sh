@@ -5,9 +5,10 @@ set -u
 cd "$(dirname "$0")/.."
 build=${BUILD:-build}
 pass=0; fail=0; failed=()
-for t in "$build"/tests/test_*; do
+for t in "$build"/tests/test_* tests/test_*.sh; do
   [ -x "$t" ] || continue
-  name=$(basename "$t")
+  case "$t" in *.log) continue;; esac
+  name=$(basename "$t" .sh)
   start=$(date +%s)
   if "$t" >"$build/tests/$name.log" 2>&1; then
     pass=$((pass+1)); status=ok

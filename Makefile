@@ -26,9 +26,8 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/simd/avx512%.o: simd/avx512%.c
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(AVX512_FLAGS) -c $< -o $@
+AVX512_OBJ := $(filter $(BUILD)/simd/avx512%,$(LIB_OBJ))
+$(AVX512_OBJ): CFLAGS += $(AVX512_FLAGS)
 
 $(BUILD)/libdsv4.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)

@@ -1,0 +1,185 @@
+/* Exact conversions between f32 and the narrow formats of the V4 release,
+ * and the activation-quantisation simulations built on them. Conversions
+ * work on bit patterns (rintf, used for ties-to-even, assumes the default
+ * rounding mode) so results do not depend on libm. */
+#include "formats.h"
+
+#include <math.h>
+#include <string.h>
+
+static inline uint32_t f32_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+static inline float bits_f32(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* 2^e for e in the normal f32 exponent range [-126, 127]. */
+static inline float pow2f(int e)
+{
+    return bits_f32((uint32_t)(e + 127) << 23);
+}
+
+float fmt_bf16_to_f32(uint16_t h)
+{
+    return bits_f32((uint32_t)h << 16);
+}
+
+uint16_t fmt_f32_to_bf16(float x)
+{
+    uint32_t u = f32_bits(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x0040u); /* quiet the NaN; truncation could turn it into inf */
+    u += 0x7fffu + ((u >> 16) & 1u);            /* carry into the exponent is the correct rounding */
+    return (uint16_t)(u >> 16);
+}
+
+float fmt_round_bf16(float x)
+{
+    return fmt_bf16_to_f32(fmt_f32_to_bf16(x));
+}
+
+void fmt_round_bf16_array(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = fmt_round_bf16(x[i]);
+}
+
+float fmt_e4m3_to_f32(uint8_t b)
+{
+    uint32_t sign = (uint32_t)(b & 0x80u) << 24;
+    uint32_t e = (b >> 3) & 15u, m = b & 7u;
+    if (e == 15 && m == 7)
+        return bits_f32(sign | 0x7fc00000u);
+    if (e == 0) /* subnormal: m * 2^-9, exact in f32 */
+        return bits_f32(f32_bits((float)m * (1.0f / 512.0f)) | sign);
+    return bits_f32(sign | ((e + 120u) << 23) | (m << 20));
+}
+
+uint8_t fmt_f32_to_e4m3(float x)
+{
+    uint32_t u = f32_bits(x);
+    uint8_t sign = (uint8_t)((u >> 24) & 0x80u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u)
+        return sign | 0x7f;
+    if (a >= 0x43e00000u) /* >= 448 (includes inf): saturate */
+        return sign | 0x7e;
+    if (a < 0x3c800000u) {
+        /* Below 2^-6 the e4m3 grid is uniform (step 2^-9); scaling by 512 is
+         * exact and rintf rounds half to even. m = 8 is code 0x08 = 2^-6. */
+        float m = rintf(bits_f32(a) * 512.0f);
+        return sign | (uint8_t)m;
+    }
+    /* Normal: drop 20 mantissa bits with round-half-even; a mantissa carry
+     * moves into the exponent, which is the right answer. */
+    uint32_t r = (a + 0x7ffffu + ((a >> 20) & 1u)) >> 20;
+    uint32_t code = r - (120u << 3);
+    if (code > 0x7e)
+        code = 0x7e;
+    return sign | (uint8_t)code;
+}
+
+float fmt_e8m0_to_f32(uint8_t b)
+{
+    if (b == 0xff)
+        return bits_f32(0x7fc00000u);
+    if (b == 0) /* 2^-127 is subnormal in f32 */
+        return bits_f32(0x00400000u);
+    return bits_f32((uint32_t)b << 23);
+}
+
+static const float e2m1_values[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+
+float fmt_e2m1_to_f32(uint8_t code)
+{
+    float v = e2m1_values[code & 7];
+    return (code & 8) ? -v : v;
+}
+
+/* Nearest e2m1 value of |v| <= 6 (already clamped), ties to the even code.
+ * Within each binade the grid is uniform, and an even multiple of the step
+ * is exactly a code with mantissa bit 0, so rintf (half to even) on the
+ * multiple implements RNE. */
+static inline float e2m1_round(float v)
+{
+    float a = fabsf(v), r;
+    if (a < 2.0f)
+        r = rintf(a * 2.0f) * 0.5f;
+    else if (a < 4.0f)
+        r = rintf(a);
+    else
+        r = rintf(a * 0.5f) * 2.0f;
+    return copysignf(r, v);
+}
+
+/* 2^ceil(log2(t)) for a positive normal t, as the official kernel computes it
+ * from the bits: exponent, plus one when any mantissa bit is set. */
+static inline int ceil_log2_bits(float t)
+{
+    uint32_t u = f32_bits(t);
+    int e = (int)((u >> 23) & 0xffu) - 127;
+    e += (u & 0x7fffffu) != 0;
+    return e > 126 ? 126 : e; /* only an inf/NaN block gets here; keep 2^-e a normal */
+}
+
+static float block_amax(const float *x, size_t n)
+{
+    float amax = 0.0f;
+    for (size_t i = 0; i < n; i++)
+        amax = fmaxf(amax, fabsf(x[i]));
+    return amax;
+}
+
+void fmt_act_quant_sim(float *x, size_t n, size_t block)
+{
+    for (size_t b0 = 0; b0 < n; b0 += block) {
+        size_t len = n - b0 < block ? n - b0 : block;
+        float *xb = x + b0;
+        float amax = fmaxf(block_amax(xb, len), 1e-4f);
+        /* The official kernel multiplies by the f32 1/448 (not divides); the
+         * product decides the mantissa test, so do the same. */
+        int e = ceil_log2_bits(amax * (1.0f / 448.0f));
+        float s = pow2f(e), inv_s = pow2f(-e);
+        for (size_t i = 0; i < len; i++) {
+            float q = fminf(fmaxf(xb[i] * inv_s, -448.0f), 448.0f);
+            xb[i] = fmt_e4m3_to_f32(fmt_f32_to_e4m3(q)) * s;
+        }
+    }
+}
+
+void fmt_fp4_quant_sim(float *x, size_t n, size_t block)
+{
+    for (size_t b0 = 0; b0 < n; b0 += block) {
+        size_t len = n - b0 < block ? n - b0 : block;
+        float *xb = x + b0;
+        float amax = fmaxf(block_amax(xb, len), 6.0f * 0x1p-126f);
+        int e = ceil_log2_bits(amax * (1.0f / 6.0f));
+        float s = pow2f(e), inv_s = pow2f(-e);
+        for (size_t i = 0; i < len; i++) {
+            float q = fminf(fmaxf(xb[i] * inv_s, -6.0f), 6.0f);
+            xb[i] = e2m1_round(q) * s;
+        }
+    }
+}
+
+void fmt_hadamard(float *x, size_t n)
+{
+    for (size_t h = 1; h < n; h *= 2)
+        for (size_t i = 0; i < n; i += 2 * h)
+            for (size_t j = i; j < i + h; j++) {
+                float a = x[j], b = x[j + h];
+                x[j] = a + b;
+                x[j + h] = a - b;
+            }
+    float scale = 1.0f / sqrtf((float)n);
+    for (size_t i = 0; i < n; i++)
+        x[i] *= scale;
+}

@@ -1,0 +1,695 @@
+/* Kernels: scalar against double-precision references, SIMD against scalar
+ * (tolerance 1e-5 of sum |a||b| for sums whose order may differ), and the
+ * invariances the engine relies on (batch size and row split never change a
+ * bit). */
+#include "test_util.h"
+
+#include <math.h>
+
+#include "../simd/formats.h"
+#include "../simd/kernels.h"
+
+#define REL_TOL 1e-5
+
+enum { F32, BF16, FP8, FP4 };
+static const char *const fmt_name[] = {"f32", "bf16", "fp8", "fp4"};
+
+typedef struct {
+    int fmt, rows, cols;
+    void *w;       /* as allocated */
+    const void *W; /* possibly offset for misalignment */
+    uint8_t *scale;
+} mat;
+
+static mat make_mat(int fmt, int rows, int cols, uint64_t seed, int misalign)
+{
+    mat m = {.fmt = fmt, .rows = rows, .cols = cols};
+    size_t count = (size_t)rows * cols, n_scale = 0;
+    switch (fmt) {
+    case F32: {
+        float *w = malloc((count + 1) * sizeof *w);
+        for (size_t i = 0; i < count + 1; i++)
+            w[i] = test_rand_f(&seed);
+        m.w = w;
+        m.W = w + misalign;
+        break;
+    }
+    case BF16: {
+        uint16_t *w = malloc((count + 1) * sizeof *w);
+        for (size_t i = 0; i < count + 1; i++)
+            w[i] = fmt_f32_to_bf16(test_rand_f(&seed));
+        m.w = w;
+        m.W = w + misalign;
+        break;
+    }
+    case FP8: {
+        uint8_t *w = malloc(count + 1);
+        for (size_t i = 0; i < count + 1; i++) {
+            uint8_t c = (uint8_t)test_rand_u64(&seed);
+            w[i] = (c & 0x7f) == 0x7f ? 0x00 : c; /* every finite code, NaN excluded */
+        }
+        m.w = w;
+        m.W = w + misalign;
+        n_scale = (size_t)((rows + 127) / 128) * ((cols + 127) / 128);
+        break;
+    }
+    case FP4: {
+        uint8_t *w = malloc(count / 2 + 1);
+        for (size_t i = 0; i < count / 2 + 1; i++)
+            w[i] = (uint8_t)test_rand_u64(&seed);
+        m.w = w;
+        m.W = w + misalign;
+        n_scale = (size_t)rows * (cols / 32);
+        break;
+    }
+    }
+    if (n_scale) {
+        m.scale = malloc(n_scale);
+        for (size_t i = 0; i < n_scale; i++)
+            m.scale[i] = (uint8_t)(122 + test_rand_u64(&seed) % 10);
+    }
+    return m;
+}
+
+static void free_mat(mat *m)
+{
+    free(m->w);
+    free(m->scale);
+}
+
+/* W[r][k] dequantised, from the format definitions. */
+static double mat_at(const mat *m, int r, int k)
+{
+    switch (m->fmt) {
+    case F32:
+        return ((const float *)m->W)[(size_t)r * m->cols + k];
+    case BF16:
+        return fmt_bf16_to_f32(((const uint16_t *)m->W)[(size_t)r * m->cols + k]);
+    case FP8: {
+        int kb = (m->cols + 127) / 128;
+        uint8_t c = ((const uint8_t *)m->W)[(size_t)r * m->cols + k];
+        return (double)fmt_e4m3_to_f32(c) * ldexp(1, m->scale[(r / 128) * kb + k / 128] - 127);
+    }
+    default: {
+        uint8_t b = ((const uint8_t *)m->W)[(size_t)r * (m->cols / 2) + k / 2];
+        uint8_t c = k & 1 ? b >> 4 : b & 15;
+        return (double)fmt_e2m1_to_f32(c) * ldexp(1, m->scale[r * (m->cols / 32) + k / 32] - 127);
+    }
+    }
+}
+
+static void run_matmul(const dsv4_kernels *kt, const mat *m, float *Y, size_t ldy, const float *X,
+                       size_t ldx, int n, int r0, int r1)
+{
+    switch (m->fmt) {
+    case F32:
+        kt->matmul_f32(Y, ldy, m->W, X, ldx, n, m->rows, m->cols, r0, r1);
+        break;
+    case BF16:
+        kt->matmul_bf16(Y, ldy, m->W, X, ldx, n, m->rows, m->cols, r0, r1);
+        break;
+    case FP8:
+        kt->matmul_fp8(Y, ldy, m->W, m->scale, X, ldx, n, m->rows, m->cols, r0, r1);
+        break;
+    default:
+        kt->matmul_fp4(Y, ldy, m->W, m->scale, X, ldx, n, m->rows, m->cols, r0, r1);
+        break;
+    }
+}
+
+/* X [n][ldx] (+1 float so callers can misalign), uniform [-1, 1). */
+static float *make_x(int n, size_t ldx, uint64_t seed)
+{
+    float *x = malloc(((size_t)n * ldx + 1) * sizeof *x);
+    for (size_t i = 0; i < (size_t)n * ldx + 1; i++)
+        x[i] = test_rand_f(&seed);
+    return x;
+}
+
+/* Y (from kernel table kt) against the double-precision product, relative
+ * to sum |W||X| of each output. */
+static void check_matmul_vs_double(const dsv4_kernels *kt, int fmt, int rows, int cols, int n)
+{
+    mat m = make_mat(fmt, rows, cols, 1000 + rows * 7 + cols, 0);
+    size_t ldx = (size_t)cols + 3, ldy = (size_t)rows + 5;
+    float *x = make_x(n, ldx, 42);
+    float *y = malloc((size_t)n * ldy * sizeof *y);
+    run_matmul(kt, &m, y, ldy, x, ldx, n, 0, rows);
+    for (int r = 0; r < rows; r++)
+        for (int t = 0; t < n; t++) {
+            double ref = 0, mag = 0;
+            for (int k = 0; k < cols; k++) {
+                double p = mat_at(&m, r, k) * x[t * ldx + k];
+                ref += p;
+                mag += fabs(p);
+            }
+            double err = fabs(y[t * ldy + r] - ref);
+            if (!(err <= REL_TOL * mag)) {
+                print_error("%s %s %dx%d n=%d: row %d tok %d: %g vs %g (mag %g)\n", kt->isa,
+                            fmt_name[fmt], rows, cols, n, r, t, y[t * ldy + r], ref, mag);
+                fail();
+            }
+        }
+    free(x);
+    free(y);
+    free_mat(&m);
+}
+
+static const int odd_shapes[][3] = {
+    /* rows, cols, n */
+    {1, 32, 1}, {3, 96, 3}, {130, 160, 17}, {5, 4096, 2}, {129, 257, 3}, {2, 33, 4}, {7, 17, 1},
+};
+
+static void matmul_vs_double(const dsv4_kernels *kt)
+{
+    for (int f = F32; f <= FP4; f++)
+        for (size_t s = 0; s < sizeof odd_shapes / sizeof odd_shapes[0]; s++) {
+            int cols = odd_shapes[s][1];
+            if (f == FP4 && cols % 32)
+                continue;
+            check_matmul_vs_double(kt, f, odd_shapes[s][0], cols, odd_shapes[s][2]);
+        }
+}
+
+static void test_scalar_matmul_vs_double(void **state)
+{
+    (void)state;
+    matmul_vs_double(kernels_scalar());
+}
+
+static const dsv4_kernels *simd_or_skip(void)
+{
+    const dsv4_kernels *k = kernels_select("avx512");
+    if (!k)
+        print_message("note: CPU lacks AVX-512 F/BW/VL/DQ; AVX-512 checks skipped\n");
+    return k;
+}
+
+static void test_simd_matmul_vs_double(void **state)
+{
+    (void)state;
+    const dsv4_kernels *k = simd_or_skip();
+    if (k)
+        matmul_vs_double(k);
+}
+
+/* Batch size and row split do not change a bit: each token alone, and the
+ * rows in uneven pieces, give exactly the full result. */
+static void check_invariance(const dsv4_kernels *kt, int fmt, int rows, int cols, int n)
+{
+    mat m = make_mat(fmt, rows, cols, 77 + fmt, 0);
+    size_t ldx = (size_t)cols, ldy = (size_t)rows;
+    float *x = make_x(n, ldx, 5);
+    float *full = malloc((size_t)n * ldy * sizeof *full);
+    float *part = malloc((size_t)n * ldy * sizeof *part);
+    run_matmul(kt, &m, full, ldy, x, ldx, n, 0, rows);
+    for (int t = 0; t < n; t++)
+        run_matmul(kt, &m, part + t * ldy, ldy, x + t * ldx, ldx, 1, 0, rows);
+    assert_memory_equal(full, part, (size_t)n * ldy * sizeof *full);
+    memset(part, 0, (size_t)n * ldy * sizeof *part);
+    int cuts[] = {0, 1, 4, rows / 3, rows / 3 + 5, rows - 1, rows};
+    for (int c = 0; c + 1 < (int)(sizeof cuts / sizeof cuts[0]); c++)
+        if (cuts[c] < cuts[c + 1])
+            run_matmul(kt, &m, part, ldy, x, ldx, n, cuts[c], cuts[c + 1]);
+    assert_memory_equal(full, part, (size_t)n * ldy * sizeof *full);
+    /* token subsets of different sizes */
+    run_matmul(kt, &m, part, ldy, x, ldx, 3, 0, rows);
+    run_matmul(kt, &m, part + 3 * ldy, ldy, x + 3 * ldx, ldx, n - 3, 0, rows);
+    assert_memory_equal(full, part, (size_t)n * ldy * sizeof *full);
+    free(x);
+    free(full);
+    free(part);
+    free_mat(&m);
+}
+
+static void invariance(const dsv4_kernels *kt)
+{
+    for (int f = F32; f <= FP4; f++) {
+        check_invariance(kt, f, 70, 160, 17);
+        check_invariance(kt, f, 37, 4096, 5);
+        if (f != FP4)
+            check_invariance(kt, f, 19, 200, 6);
+    }
+}
+
+static void test_scalar_invariance(void **state)
+{
+    (void)state;
+    invariance(kernels_scalar());
+}
+
+static void test_simd_invariance(void **state)
+{
+    (void)state;
+    const dsv4_kernels *k = simd_or_skip();
+    if (k)
+        invariance(k);
+}
+
+/* SIMD vs scalar at the model's shapes, misaligned pointers, strided Y. */
+static void check_simd_vs_scalar(const dsv4_kernels *simd, int fmt, int rows, int cols, int n,
+                                 int misalign)
+{
+    const dsv4_kernels *ref = kernels_scalar();
+    mat m = make_mat(fmt, rows, cols, 31 + fmt, misalign);
+    size_t ldx = (size_t)cols + 1, ldy = (size_t)rows + 2;
+    float *xbuf = make_x(n, ldx, 8);
+    const float *x = xbuf + misalign;
+    float *a = malloc(((size_t)n * ldy + 1) * sizeof *a), *b = malloc(((size_t)n * ldy + 1) * sizeof *b);
+    float *ya = a + misalign, *yb = b + misalign;
+    for (size_t i = 0; i < (size_t)n * ldy; i++)
+        ya[i] = yb[i] = -7.0f;
+    run_matmul(ref, &m, ya, ldy, x, ldx, n, 0, rows);
+    run_matmul(simd, &m, yb, ldy, x, ldx, n, 0, rows);
+    for (int t = 0; t < n; t++) {
+        for (int r = 0; r < rows; r++) {
+            double mag = 0;
+            for (int k = 0; k < cols; k++)
+                mag += fabs(mat_at(&m, r, k) * x[t * ldx + k]);
+            double err = fabs((double)ya[t * ldy + r] - yb[t * ldy + r]);
+            if (!(err <= REL_TOL * mag)) {
+                print_error("%s %dx%d n=%d: row %d tok %d: simd %g scalar %g\n", fmt_name[fmt], rows,
+                            cols, n, r, t, yb[t * ldy + r], ya[t * ldy + r]);
+                fail();
+            }
+        }
+        for (size_t r = (size_t)rows; r < ldy; r++)
+            assert_true(yb[t * ldy + r] == -7.0f);
+    }
+    free(xbuf);
+    free(a);
+    free(b);
+    free_mat(&m);
+}
+
+static void test_simd_matmul_vs_scalar(void **state)
+{
+    (void)state;
+    const dsv4_kernels *k = simd_or_skip();
+    if (!k)
+        return;
+    check_simd_vs_scalar(k, FP8, 512, 4096, 3, 1);
+    check_simd_vs_scalar(k, FP4, 2048, 2048, 2, 1);
+    check_simd_vs_scalar(k, BF16, 256, 4096, 3, 1);
+    check_simd_vs_scalar(k, F32, 256, 4096, 2, 1);
+    for (int f = F32; f <= FP4; f++)
+        for (size_t s = 0; s < sizeof odd_shapes / sizeof odd_shapes[0]; s++) {
+            if (f == FP4 && odd_shapes[s][1] % 32)
+                continue;
+            check_simd_vs_scalar(k, f, odd_shapes[s][0], odd_shapes[s][1], odd_shapes[s][2], s & 1);
+        }
+}
+
+/* ---- indexer scores ---- */
+
+static void check_index_scores(const dsv4_kernels *kt, int n_keys, int n_heads, int dim, int misalign)
+{
+    uint64_t seed = 123;
+    float *qb = make_x(n_heads, dim, seed), *kb = make_x(n_keys, dim, seed + 1);
+    float *w = make_x(1, n_heads, seed + 2);
+    const float *q = qb + misalign, *keys = kb + misalign;
+    float *s = malloc(((size_t)n_keys + 1) * sizeof *s), *sr = malloc((size_t)n_keys * sizeof *sr);
+    kt->index_scores(s + misalign, q, w, keys, n_keys, n_heads, dim);
+    kernels_scalar()->index_scores(sr, q, w, keys, n_keys, n_heads, dim);
+    for (int j = 0; j < n_keys; j++) {
+        double ref = 0, mag = 0;
+        for (int h = 0; h < n_heads; h++) {
+            double d = 0, dm = 0;
+            for (int i = 0; i < dim; i++) {
+                d += (double)q[h * dim + i] * keys[(size_t)j * dim + i];
+                dm += fabs((double)q[h * dim + i] * keys[(size_t)j * dim + i]);
+            }
+            ref += w[h] * fmax(d, 0);
+            mag += fabs(w[h]) * dm;
+        }
+        assert_true(fabs(s[misalign + j] - ref) <= REL_TOL * mag);
+        assert_true(fabs(sr[j] - ref) <= REL_TOL * mag);
+        assert_true(fabs(s[misalign + j] - sr[j]) <= REL_TOL * mag);
+    }
+    free(qb);
+    free(kb);
+    free(w);
+    free(s);
+    free(sr);
+}
+
+static void test_index_scores(void **state)
+{
+    (void)state;
+    const dsv4_kernels *kts[2] = {kernels_scalar(), simd_or_skip()};
+    for (int i = 0; i < 2 && kts[i]; i++) {
+        check_index_scores(kts[i], 4096, 64, 128, 0);
+        check_index_scores(kts[i], 17, 3, 20, 1);
+        check_index_scores(kts[i], 1, 64, 128, 1);
+        check_index_scores(kts[i], 33, 5, 135, 1);
+    }
+}
+
+/* ---- attention ---- */
+
+typedef struct {
+    float *q, *kvbuf, *sink;
+    const float **kv;
+} attn_case;
+
+static attn_case make_attn(int heads, int dim, int n_kv, uint64_t seed)
+{
+    attn_case c;
+    c.q = make_x(heads, dim, seed);
+    for (int i = 0; i < heads * dim; i++)
+        c.q[i] *= 3.0f;
+    c.kvbuf = make_x(n_kv, dim, seed + 1);
+    c.sink = make_x(1, heads, seed + 2);
+    c.kv = malloc((size_t)(n_kv ? n_kv : 1) * sizeof *c.kv);
+    for (int j = 0; j < n_kv; j++)
+        c.kv[j] = c.kvbuf + (size_t)((j * 7919) % n_kv) * dim; /* rows in scattered order */
+    return c;
+}
+
+static void free_attn(attn_case *c)
+{
+    free(c->q);
+    free(c->kvbuf);
+    free(c->sink);
+    free(c->kv);
+}
+
+/* The two-pass softmax in double; with bf16_probs the weights in the PV sum
+ * are bf16(f32 exp) as the kernel contract states. */
+static void attend_ref(double *out, const attn_case *c, int h, int dim, int n_kv, float scale,
+                       int bf16_probs)
+{
+    double m = -INFINITY;
+    double *z = malloc((size_t)n_kv * sizeof *z);
+    for (int j = 0; j < n_kv; j++) {
+        double d = 0;
+        for (int i = 0; i < dim; i++)
+            d += (double)c->q[h * dim + i] * c->kv[j][i];
+        z[j] = d * scale;
+        m = fmax(m, z[j]);
+    }
+    double den = exp(c->sink[h] - m);
+    for (int i = 0; i < dim; i++)
+        out[i] = 0;
+    for (int j = 0; j < n_kv; j++) {
+        double e = exp(z[j] - m);
+        den += e;
+        double p = bf16_probs ? fmt_round_bf16((float)e) : e;
+        for (int i = 0; i < dim; i++)
+            out[i] += p * c->kv[j][i];
+    }
+    for (int i = 0; i < dim; i++)
+        out[i] /= den;
+    free(z);
+}
+
+static void check_attend(const dsv4_kernels *kt, int heads, int dim, int n_kv, int bf16_probs)
+{
+    attn_case c = make_attn(heads, dim, n_kv, 900 + n_kv);
+    float scale = 1.0f / sqrtf((float)dim);
+    float *out = malloc((size_t)heads * dim * sizeof *out);
+    float *outr = malloc((size_t)heads * dim * sizeof *outr);
+    double *ref = malloc((size_t)dim * sizeof *ref);
+    kt->attend(out, c.q, dim, c.kv, n_kv, c.sink, scale, bf16_probs, 0, heads);
+    kernels_scalar()->attend(outr, c.q, dim, c.kv, n_kv, c.sink, scale, bf16_probs, 0, heads);
+    for (int h = 0; h < heads; h++) {
+        attend_ref(ref, &c, h, dim, n_kv, scale, bf16_probs);
+        for (int i = 0; i < dim; i++) {
+            /* values are |kv| < 1 and weights sum to <= 1: absolute tolerance.
+             * With bf16 probabilities an f32 exp that differs in the last bit
+             * can flip a bf16 rounding: allow a bf16 ulp (2^-8) per weight. */
+            double tol = bf16_probs ? 4e-3 : 2e-5;
+            double e1 = fabs(out[h * dim + i] - ref[i]), e2 = fabs(outr[h * dim + i] - ref[i]);
+            if (!(e1 <= tol && e2 <= tol)) {
+                print_error("%s attend h=%d i=%d n_kv=%d bf16=%d: %g scalar %g ref %g\n", kt->isa, h, i,
+                            n_kv, bf16_probs, out[h * dim + i], outr[h * dim + i], ref[i]);
+                fail();
+            }
+        }
+    }
+    free(out);
+    free(outr);
+    free(ref);
+    free_attn(&c);
+}
+
+static void test_attend(void **state)
+{
+    (void)state;
+    const dsv4_kernels *kts[2] = {kernels_scalar(), simd_or_skip()};
+    for (int i = 0; i < 2 && kts[i]; i++)
+        for (int bf = 0; bf <= 1; bf++) {
+            check_attend(kts[i], 64, 512, 640, bf);
+            check_attend(kts[i], 3, 37, 5, bf);
+            check_attend(kts[i], 2, 512, 1, bf);
+            check_attend(kts[i], 4, 128, 129, bf);
+        }
+}
+
+/* bf16 rounding of the probabilities is visible: with one key at weight
+ * e = exp(z - m) = 1 and another at exp(-0.01) (not a bf16 value), the
+ * output differs between the two modes exactly as computed by hand. */
+static void test_attend_bf16_probs_by_hand(void **state)
+{
+    (void)state;
+    const dsv4_kernels *kts[2] = {kernels_scalar(), simd_or_skip()};
+    float q[2] = {1, 0}, k0[2] = {0, 1}, k1[2] = {-0.01f, 1};
+    const float *kv[2] = {k0, k1};
+    float sink = -INFINITY;
+    for (int i = 0; i < 2 && kts[i]; i++) {
+        float out[2];
+        float e1 = expf(-0.01f), den = 1.0f + e1;
+        kts[i]->attend(out, q, 2, kv, 2, &sink, 1.0f, 1, 0, 1);
+        float p1 = fmt_round_bf16(e1);
+        assert_true(fabsf(out[0] - (p1 * -0.01f) / den) <= 1e-7f);
+        assert_true(fabsf(out[1] - (1.0f + p1) / den) <= 1e-6f);
+        kts[i]->attend(out, q, 2, kv, 2, &sink, 1.0f, 0, 0, 1);
+        assert_true(fabsf(out[1] - 1.0f) <= 1e-6f);
+        assert_true(fabsf(out[0] - (e1 * -0.01f) / den) <= 1e-7f);
+    }
+}
+
+static void test_attend_edges(void **state)
+{
+    (void)state;
+    const dsv4_kernels *kts[2] = {kernels_scalar(), simd_or_skip()};
+    for (int i = 0; i < 2 && kts[i]; i++) {
+        const dsv4_kernels *k = kts[i];
+        enum { H = 4, D = 64, NKV = 10 };
+        attn_case c = make_attn(H, D, NKV, 5);
+        float out[H * D];
+        /* a huge sink takes all the weight: output ~ 0 */
+        float big[H] = {1e4f, 1e4f, 80.0f, 1e4f};
+        for (int bf = 0; bf <= 1; bf++) {
+            k->attend(out, c.q, D, c.kv, NKV, big, 1.0f / 8, bf, 0, H);
+            for (int j = 0; j < H * D; j++) {
+                assert_false(isnan(out[j]));
+                assert_true(fabsf(out[j]) < 1e-20f);
+            }
+        }
+        /* one key and no sink weight: the output is that key */
+        float none[H] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        for (int bf = 0; bf <= 1; bf++) {
+            k->attend(out, c.q, D, c.kv, 1, none, 1.0f / 8, bf, 0, H);
+            for (int h = 0; h < H; h++)
+                assert_memory_equal(out + h * D, c.kv[0], D * sizeof(float));
+        }
+        /* one key with the sink: out = kv0 * e^z / (e^z + e^sink) */
+        k->attend(out, c.q, D, c.kv, 1, c.sink, 1.0f / 8, 0, 0, H);
+        for (int h = 0; h < H; h++) {
+            double z = 0;
+            for (int j = 0; j < D; j++)
+                z += (double)c.q[h * D + j] * c.kv[0][j];
+            double w = 1 / (1 + exp(c.sink[h] - z / 8));
+            for (int j = 0; j < D; j++)
+                assert_true(fabs(out[h * D + j] - w * c.kv[0][j]) <= 1e-6);
+        }
+        /* only heads [h0, h1) are written */
+        for (int j = 0; j < H * D; j++)
+            out[j] = 99.0f;
+        k->attend(out, c.q, D, c.kv, NKV, c.sink, 1.0f / 8, 0, 1, 3);
+        for (int j = 0; j < H * D; j++)
+            if (j < D || j >= 3 * D)
+                assert_true(out[j] == 99.0f);
+            else
+                assert_true(out[j] != 99.0f);
+        free_attn(&c);
+    }
+}
+
+/* ---- small ops ---- */
+
+/* Brute force: sort indices by (score desc, NaN last, index asc), take k. */
+static const float *g_scores;
+static int by_rank(const void *a, const void *b)
+{
+    int i = *(const int *)a, j = *(const int *)b;
+    float x = g_scores[i], y = g_scores[j];
+    if (isnan(x) != isnan(y))
+        return isnan(x) ? 1 : -1;
+    if (!isnan(x) && x != y)
+        return x > y ? -1 : 1;
+    return i - j;
+}
+static int by_index(const void *a, const void *b)
+{
+    return *(const int *)a - *(const int *)b;
+}
+
+static void check_topk(const float *scores, int n, int k)
+{
+    int *out = malloc((size_t)(k ? k : 1) * sizeof *out), *scratch = malloc((size_t)n * sizeof *scratch);
+    int *ref = malloc((size_t)n * sizeof *ref);
+    for (int i = 0; i < n; i++)
+        ref[i] = i;
+    g_scores = scores;
+    qsort(ref, (size_t)n, sizeof *ref, by_rank);
+    qsort(ref, (size_t)k, sizeof *ref, by_index);
+    ops_topk(out, scores, n, k, scratch);
+    assert_memory_equal(out, ref, (size_t)k * sizeof *out);
+    free(out);
+    free(scratch);
+    free(ref);
+}
+
+static void test_topk(void **state)
+{
+    (void)state;
+    /* ties go to the lower index */
+    float s1[] = {1, 3, 3, 2, 3, 0};
+    int out[6], scratch[6];
+    ops_topk(out, s1, 6, 2, scratch);
+    assert_int_equal(out[0], 1);
+    assert_int_equal(out[1], 2);
+    ops_topk(out, s1, 6, 4, scratch);
+    assert_int_equal(out[0], 1);
+    assert_int_equal(out[1], 2);
+    assert_int_equal(out[2], 3);
+    assert_int_equal(out[3], 4);
+    /* k = n returns every index in order */
+    ops_topk(out, s1, 6, 6, scratch);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(out[i], i);
+    /* NaN ranks below everything, -inf included */
+    float s2[] = {NAN, -INFINITY, 5, NAN, -1};
+    ops_topk(out, s2, 5, 3, scratch);
+    assert_int_equal(out[0], 1);
+    assert_int_equal(out[1], 2);
+    assert_int_equal(out[2], 4);
+    ops_topk(out, s2, 5, 4, scratch);
+    assert_int_equal(out[0], 0);
+    /* random with many ties, against brute force */
+    uint64_t seed = 17;
+    static float s3[5000];
+    for (int i = 0; i < 5000; i++)
+        s3[i] = (float)(test_rand_u64(&seed) % 50);
+    const int ks[] = {0, 1, 7, 512, 1024, 4999, 5000};
+    for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++)
+        check_topk(s3, 5000, ks[i]);
+    for (int i = 0; i < 5000; i++)
+        s3[i] = test_rand_f(&seed);
+    check_topk(s3, 5000, 512);
+    check_topk(s3, 1, 1);
+}
+
+static void test_rmsnorm(void **state)
+{
+    (void)state;
+    uint64_t seed = 4;
+    enum { N = 4096 };
+    static float x[N], w[N], y[N];
+    for (int i = 0; i < N; i++) {
+        x[i] = test_rand_f(&seed) * 10;
+        w[i] = test_rand_f(&seed);
+    }
+    double ss = 0;
+    for (int i = 0; i < N; i++)
+        ss += (double)x[i] * x[i];
+    double r = 1 / sqrt(ss / N + 1e-6);
+    ops_rmsnorm(y, x, w, N, 1e-6f);
+    for (int i = 0; i < N; i++)
+        assert_true(fabs(y[i] - w[i] * x[i] * r) <= 1e-6 * fabs(x[i] * r) + 1e-7);
+    ops_rmsnorm(y, x, NULL, N, 1e-6f);
+    for (int i = 0; i < N; i++)
+        assert_true(fabs(y[i] - x[i] * r) <= 1e-6 * fabs(x[i] * r));
+    memcpy(w, y, sizeof y);
+    ops_rmsnorm(x, x, NULL, N, 1e-6f); /* aliasing */
+    assert_memory_equal(x, w, sizeof x);
+    /* by hand: x = {3, 4}: mean square 12.5 */
+    float h[2] = {3, 4};
+    ops_rmsnorm(h, h, NULL, 2, 0.0f);
+    assert_true(fabsf(h[0] - 3 / sqrtf(12.5f)) < 1e-6f && fabsf(h[1] - 4 / sqrtf(12.5f)) < 1e-6f);
+    /* eps matters for a zero vector */
+    float z[4] = {0, 0, 0, 0};
+    ops_rmsnorm(z, z, NULL, 4, 1e-6f);
+    assert_true(z[0] == 0 && !isnan(z[3]));
+}
+
+static void test_rope(void **state)
+{
+    (void)state;
+    /* a quarter turn: (a, b) -> (-b, a) */
+    float x[4] = {1, 2, 3, 4}, c[2] = {0, 1}, s[2] = {1, 0};
+    ops_rope(x, c, s, 2, 0);
+    assert_true(x[0] == -2 && x[1] == 1 && x[2] == 3 && x[3] == 4);
+    ops_rope(x, c, s, 2, 1);
+    assert_true(x[0] == 1 && x[1] == 2 && x[2] == 3 && x[3] == 4);
+    /* random angles against double, and the inverse undoes it */
+    uint64_t seed = 8;
+    enum { P = 32 };
+    float v[2 * P], v0[2 * P], cs[P], sn[P];
+    for (int i = 0; i < P; i++) {
+        double a = test_rand_f(&seed) * 10;
+        cs[i] = (float)cos(a);
+        sn[i] = (float)sin(a);
+        v[2 * i] = test_rand_f(&seed);
+        v[2 * i + 1] = test_rand_f(&seed);
+    }
+    memcpy(v0, v, sizeof v);
+    ops_rope(v, cs, sn, P, 0);
+    for (int i = 0; i < P; i++) {
+        double re = (double)v0[2 * i] * cs[i] - (double)v0[2 * i + 1] * sn[i];
+        double im = (double)v0[2 * i] * sn[i] + (double)v0[2 * i + 1] * cs[i];
+        assert_true(fabs(v[2 * i] - re) < 1e-6 && fabs(v[2 * i + 1] - im) < 1e-6);
+    }
+    ops_rope(v, cs, sn, P, 1);
+    for (int i = 0; i < 2 * P; i++)
+        assert_true(fabsf(v[i] - v0[i]) < 1e-6f);
+}
+
+static void test_select(void **state)
+{
+    (void)state;
+    const dsv4_kernels *best = kernels_select(NULL);
+    assert_non_null(best);
+    assert_string_equal(kernels_select("scalar")->isa, "scalar");
+    assert_ptr_equal(kernels_select("scalar"), kernels_scalar());
+    assert_null(kernels_select("bogus"));
+    const dsv4_kernels *a = kernels_select("avx512");
+    if (a) {
+        assert_string_equal(a->isa, "avx512");
+        assert_ptr_equal(best, a);
+    } else {
+        assert_ptr_equal(best, kernels_scalar());
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_select),
+        cmocka_unit_test(test_scalar_matmul_vs_double),
+        cmocka_unit_test(test_simd_matmul_vs_double),
+        cmocka_unit_test(test_scalar_invariance),
+        cmocka_unit_test(test_simd_invariance),
+        cmocka_unit_test(test_simd_matmul_vs_scalar),
+        cmocka_unit_test(test_index_scores),
+        cmocka_unit_test(test_attend),
+        cmocka_unit_test(test_attend_bf16_probs_by_hand),
+        cmocka_unit_test(test_attend_edges),
+        cmocka_unit_test(test_topk),
+        cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_rope),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

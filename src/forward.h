@@ -1,0 +1,27 @@
+/* The forward pass over one sequence, as session.c drives it: a state that
+ * persists between calls (per-layer attention state) plus the scratch of one
+ * chunk, and the layer loop over a chunk of consecutive tokens. */
+#ifndef DSV4_FORWARD_H
+#define DSV4_FORWARD_H
+
+#include "engine.h"
+
+/* Most tokens one model_forward call takes. Prefills are cut into chunks of
+ * this size; results do not depend on it (every per-token computation has a
+ * fixed order, and the matrix kernels are batch-size invariant). */
+#define FORWARD_CHUNK 64
+
+typedef struct forward_state forward_state;
+
+int forward_state_new(forward_state **out, const dsv4_engine *e, int max_tokens, dsv4_error *err);
+void forward_state_free(forward_state *st);
+/* Forgets the sequence: the next call starts at position 0. */
+void forward_state_reset(forward_state *st);
+
+/* Runs tokens[0..n) (n <= FORWARD_CHUNK, ids already validated) at positions
+ * pos0.. pos0+n-1, continuing the state. logits: NULL for none; else
+ * [n][vocab] when all_logits, [vocab] for the last token otherwise. */
+void model_forward(const dsv4_engine *e, forward_state *st, const int32_t *tokens, int n, int pos0,
+                   float *logits, int all_logits);
+
+#endif

@@ -1,0 +1,233 @@
+/* The layer loop: embedding -> hc_mult streams -> per layer mHC(attn_norm ->
+ * attention) then mHC(ffn_norm -> MoE) -> hc head -> final norm -> logits.
+ * Layer-major over a chunk: every layer sees all tokens of the chunk, so each
+ * weight matrix is read once per chunk.
+ *
+ * Plain numerics follow transformers' DeepseekV4Model in float32.
+ * Release numerics add the official reference's rounding (inference/model.py,
+ * where activations are bf16 between modules); the points handled here are
+ *   - u = Σ pre_a X_a (Block.hc_pre returns y.to(bf16))          -> bf16
+ *   - attn_norm / ffn_norm outputs (RMSNorm casts to x's dtype)   -> bf16
+ *   - attention output (bf16 in the reference; attention.c already
+ *     rounds, rounding again is the identity)                      -> bf16
+ *   - X' = post·f + comb^T X (Block.hc_post: y.type_as(x))         -> bf16
+ *   - hc head output (ParallelHead.hc_head: y.to(dtype))           -> bf16
+ *   - final norm output (RMSNorm, bf16 in)                         -> bf16
+ *   - the mHC mixes are (fn·v)·rsqrt there, fn·(v·rsqrt) in transformers (hc.c)
+ *   - logits: fp32 linear on the bf16 vector (get_logits), no FP8 simulation
+ * MoE rounding points are listed in moe.c. The embedding rows are bf16 in the
+ * checkpoint, so the residual streams start exactly representable. */
+#include "model.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../simd/formats.h"
+#include "attention.h"
+#include "error.h"
+#include "forward.h"
+#include "hc.h"
+#include "linear.h"
+#include "moe.h"
+#include "rope.h"
+
+int model_tables_new(model_tables **out, const dsv4_config *cfg, dsv4_error *err)
+{
+    *out = NULL;
+    if (cfg->rope_dim <= 0 || cfg->rope_dim % 2)
+        return dsv4_fail(err, "config: qk_rope_head_dim %d must be positive and even", cfg->rope_dim);
+    int pairs = cfg->rope_dim / 2;
+    model_tables *t = calloc(1, sizeof *t);
+    if (t) {
+        t->inv_freq_window = malloc((size_t)pairs * sizeof(float));
+        t->inv_freq_compressed = malloc((size_t)pairs * sizeof(float));
+    }
+    if (!t || !t->inv_freq_window || !t->inv_freq_compressed) {
+        model_tables_free(t);
+        return dsv4_fail(err, "out of memory for RoPE tables (%d pairs)", pairs);
+    }
+    rope_inv_freq(t->inv_freq_window, cfg, 0);
+    rope_inv_freq(t->inv_freq_compressed, cfg, 1);
+    *out = t;
+    return 0;
+}
+
+void model_tables_free(model_tables *t)
+{
+    if (!t)
+        return;
+    free(t->inv_freq_window);
+    free(t->inv_freq_compressed);
+    free(t);
+}
+
+struct forward_state {
+    int n_layers;
+    attn_state **attn;       /* [n_layers] */
+    moe_scratch *moe;
+    float *X, *X_next;       /* [chunk][hc][dim] residual streams, swapped after each sub-layer */
+    float *hc_scratch;       /* [chunk][hc*dim] */
+    float *mixes;            /* [chunk][(2+hc)*hc] */
+    float *pre, *post;       /* [chunk][hc] */
+    float *comb;             /* [chunk][hc*hc] */
+    float *u, *normed, *f;   /* [chunk][dim]: collapsed input, its norm, sub-layer output */
+};
+
+void forward_state_free(forward_state *st)
+{
+    if (!st)
+        return;
+    if (st->attn)
+        for (int l = 0; l < st->n_layers; l++)
+            attn_state_free(st->attn[l]);
+    free(st->attn);
+    moe_scratch_free(st->moe);
+    free(st->X);
+    free(st->X_next);
+    free(st->hc_scratch);
+    free(st->mixes);
+    free(st->pre);
+    free(st->post);
+    free(st->comb);
+    free(st->u);
+    free(st->normed);
+    free(st->f);
+    free(st);
+}
+
+static float *alloc_floats(size_t n)
+{
+    return malloc(n * sizeof(float));
+}
+
+int forward_state_new(forward_state **out, const dsv4_engine *e, int max_tokens, dsv4_error *err)
+{
+    const dsv4_config *c = &e->cfg;
+    *out = NULL;
+    if (c->hc_mult <= 0 || c->dim <= 0 || c->n_layers <= 0)
+        return dsv4_fail(err, "config: hc_mult %d, hidden_size %d, num_hidden_layers %d must be positive",
+                         c->hc_mult, c->dim, c->n_layers);
+    forward_state *st = calloc(1, sizeof *st);
+    if (!st)
+        return dsv4_fail(err, "out of memory for the session state");
+    size_t n = FORWARD_CHUNK, hc = (size_t)c->hc_mult, dim = (size_t)c->dim;
+    st->n_layers = c->n_layers;
+    st->attn = calloc((size_t)c->n_layers, sizeof *st->attn);
+    st->X = alloc_floats(n * hc * dim);
+    st->X_next = alloc_floats(n * hc * dim);
+    st->hc_scratch = alloc_floats(n * hc * dim);
+    st->mixes = alloc_floats(n * (2 + hc) * hc);
+    st->pre = alloc_floats(n * hc);
+    st->post = alloc_floats(n * hc);
+    st->comb = alloc_floats(n * hc * hc);
+    st->u = alloc_floats(n * dim);
+    st->normed = alloc_floats(n * dim);
+    st->f = alloc_floats(n * dim);
+    if (!st->attn || !st->X || !st->X_next || !st->hc_scratch || !st->mixes || !st->pre || !st->post ||
+        !st->comb || !st->u || !st->normed || !st->f) {
+        forward_state_free(st);
+        return dsv4_fail(err, "out of memory for the activations of a %d-token chunk", FORWARD_CHUNK);
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        if (attn_state_new(&st->attn[l], e, l, max_tokens, FORWARD_CHUNK, err)) {
+            forward_state_free(st);
+            return -1;
+        }
+    }
+    if (moe_scratch_new(&st->moe, e, FORWARD_CHUNK, err)) {
+        forward_state_free(st);
+        return -1;
+    }
+    *out = st;
+    return 0;
+}
+
+void forward_state_reset(forward_state *st)
+{
+    for (int l = 0; l < st->n_layers; l++)
+        attn_state_reset(st->attn[l]);
+}
+
+static void round_if_release(const dsv4_engine *e, float *x, size_t n)
+{
+    if (e->opt.numerics == DSV4_NUMERICS_RELEASE)
+        fmt_round_bf16_array(x, n);
+}
+
+/* out[t] = RMSNorm(in[t]) with weight w, for t < n. */
+static void rmsnorm_rows(const dsv4_engine *e, float *out, const float *in, const float *w, int n)
+{
+    int dim = e->cfg.dim;
+    for (int t = 0; t < n; t++)
+        ops_rmsnorm(out + (size_t)t * dim, in + (size_t)t * dim, w, dim, e->cfg.norm_eps);
+    round_if_release(e, out, (size_t)n * dim);
+}
+
+static void swap_streams(forward_state *st)
+{
+    float *tmp = st->X;
+    st->X = st->X_next;
+    st->X_next = tmp;
+}
+
+/* One mHC-wrapped sub-layer: collapse the streams, norm, run it, spread back. */
+static void hc_collapse(const dsv4_engine *e, forward_state *st, const dsv4_hc_weights *hw,
+                        const float *norm_w, int n)
+{
+    hc_pre(e, hw, st->X, n, st->hc_scratch, st->mixes, st->pre, st->post, st->comb, st->u);
+    round_if_release(e, st->u, (size_t)n * e->cfg.dim);
+    rmsnorm_rows(e, st->normed, st->u, norm_w, n);
+}
+
+static void hc_expand(const dsv4_engine *e, forward_state *st, int n)
+{
+    int hc = e->cfg.hc_mult, dim = e->cfg.dim;
+    round_if_release(e, st->f, (size_t)n * dim);
+    hc_post(st->X, st->f, st->post, st->comb, n, hc, dim, st->X_next);
+    round_if_release(e, st->X_next, (size_t)n * hc * dim);
+    swap_streams(st);
+}
+
+static void compute_logits(const dsv4_engine *e, forward_state *st, const float *X, int n, float *logits)
+{
+    int dim = e->cfg.dim;
+    hc_head(e, X, n, st->hc_scratch, st->mixes, st->u);
+    round_if_release(e, st->u, (size_t)n * dim);
+    rmsnorm_rows(e, st->normed, st->u, e->w.norm, n);
+    linear_matmul(e->k, &e->w.head, logits, st->normed, n);
+}
+
+void model_forward(const dsv4_engine *e, forward_state *st, const int32_t *tokens, int n, int pos0,
+                   float *logits, int all_logits)
+{
+    const dsv4_config *c = &e->cfg;
+    int hc = c->hc_mult, dim = c->dim;
+    if (n <= 0)
+        return;
+
+    for (int t = 0; t < n; t++) {
+        float *x0 = st->X + (size_t)t * hc * dim;
+        linear_row(&e->w.embed, tokens[t], x0);
+        for (int a = 1; a < hc; a++)
+            memcpy(x0 + (size_t)a * dim, x0, (size_t)dim * sizeof(float));
+    }
+
+    for (int l = 0; l < c->n_layers; l++) {
+        const dsv4_layer_weights *lw = &e->w.layers[l];
+
+        hc_collapse(e, st, &lw->hc_attn, lw->attn_norm, n);
+        attention_forward(e, l, st->attn[l], st->normed, n, pos0, st->f);
+        hc_expand(e, st, n);
+
+        hc_collapse(e, st, &lw->hc_ffn, lw->ffn_norm, n);
+        moe_forward(e, l, st->moe, st->normed, tokens, n, st->f);
+        hc_expand(e, st, n);
+    }
+
+    if (!logits)
+        return;
+    if (all_logits)
+        compute_logits(e, st, st->X, n, logits);
+    else
+        compute_logits(e, st, st->X + (size_t)(n - 1) * hc * dim, 1, logits);
+}

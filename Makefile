@@ -36,7 +36,7 @@ $(BUILD)/libdsv4.a: $(LIB_OBJ)
 $(BUILD)/dsv4: $(CLI_OBJ) $(BUILD)/libdsv4.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c $(BUILD)/libdsv4.a tests/test_util.h
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libdsv4.a $(wildcard tests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Isrc -o $@ $< $(BUILD)/libdsv4.a $(LDLIBS) -lcmocka
 

@@ -14,7 +14,7 @@ expect() {
   local want=$1 pattern=$2; shift 3
   "$@" >"$tmp/out" 2>"$tmp/err"; local got=$?
   local lines; lines=$(wc -l <"$tmp/err")
-  if [ "$got" -eq "$want" ] && grep -qE -- "$pattern" "$tmp/err" && { [ "$want" -eq 0 ] || [ "$lines" -eq 1 ]; }; then
+  if [ "$got" -eq "$want" ] && { [ -z "$pattern" ] || grep -qE -- "$pattern" "$tmp/err"; } && { [ "$want" -eq 0 ] || [ "$lines" -eq 1 ]; }; then
     pass=$((pass+1))
   else
     fail=$((fail+1)); echo "FAIL: $* -> exit $got (want $want), stderr:"; sed 's/^/    /' "$tmp/err"

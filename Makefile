@@ -75,3 +75,14 @@ demo: deps
 	head -n 64 $(DEMO_MODEL)/tokens.txt > $(BUILD)/demo-prompt.txt
 	$(BUILD)/dsv4 run -m $(DEMO_MODEL) --tokens $(BUILD)/demo-prompt.txt -n 32
 .PHONY: demo
+
+# Kernel benchmarks (not part of `make test`). Only libgomp and libm, so the
+# bench builds where the engine's other libraries are absent (bench/run-device.sh).
+BENCH_OBJ := $(BUILD)/bench/bench_kernels.o $(BUILD)/src/linear.o $(filter $(BUILD)/simd/%,$(LIB_OBJ))
+$(BUILD)/bench-kernels: $(BENCH_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ -fopenmp -lm
+bench-kernels: $(BUILD)/bench-kernels
+bench: $(BUILD)/bench-kernels
+	$(BUILD)/bench-kernels $(BENCH_ARGS)
+.PHONY: bench bench-kernels
+-include $(BUILD)/bench/bench_kernels.d

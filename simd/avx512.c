@@ -1,14 +1,17 @@
-/* AVX-512 (F/BW/VL/DQ) kernels. Entries not vectorised yet use the scalar
- * reference.
+/* AVX-512 (F/BW/VL/DQ) kernels.
  *
- * Matrix products: each row is decoded a chunk at a time (CHUNK columns)
- * into a stack buffer of exact f32 weights — block scales are powers of two,
- * so folding them into the weights loses nothing — and that chunk is dotted
- * with every token of a tile. Per (token, row) the sum always uses four
- * 16-lane accumulators, lane group g = (k / 16) mod 4 within the chunk,
- * carried across chunks, reduced once at the end in a fixed order: the
- * result depends on neither n, the token tiling, r0 nor r1. The order differs
- * from the scalar reference (tested within 1e-5 of sum |W||X|). */
+ * Matrix products. Weights are decoded to exact f32 (block scales are powers
+ * of two, so folding them into the weights loses nothing). Per (token, row)
+ * the sum uses one 16-lane accumulator: lane j takes columns k = j (mod 16)
+ * in ascending order; a last partial group of 16 is padded with zero weights
+ * and zero activations; the 16 lanes are then folded pairwise (i+8, i+4, i+2,
+ * i+1). Two paths compute exactly that sequence of operations:
+ *   - few tokens (n < GEMM_MIN_N): weights decoded in registers, a group of
+ *     rows at a time, each decoded vector used by every token (bandwidth-bound);
+ *   - many tokens: RB rows decoded into a stack buffer a chunk at a time, then
+ *     an RB x TB register tile of accumulators (compute-bound).
+ * So the result depends on neither n, the token tiling, r0 nor r1. The order
+ * differs from the scalar reference (tested within 1e-5 of sum |W||X|). */
 
 #include <immintrin.h>
 #include <string.h>
@@ -17,175 +20,372 @@
 #include "formats.h"
 
 const dsv4_kernels *kernels_avx512(void);
+const dsv4_kernels *kernels_avx512_novnni(void);
 
-#define CHUNK 2048 /* columns decoded at a time: 8 KiB, stays in L1 with a token's X */
-#define TILE 16    /* tokens sharing one decoded chunk */
+#define CHUNK 512    /* columns decoded at a time per row of a GEMM block */
+#define RB 4         /* rows per block */
+#define TB 6         /* tokens per register tile: RB*TB = 24 accumulators */
+#define GEMM_MIN_N 4 /* below this, decode in registers (weights read once) */
+
+enum { W_F32, W_BF16, W_FP8, W_FP4 };
 
 typedef struct {
-    __m512 a[4];
-} acc4;
-
-/* acc += w[0..len) * x[0..len), len <= CHUNK, lane groups as described above. */
-static inline void dot_chunk(acc4 *acc, const float *w, const float *x, int len)
-{
-    __m512 a0 = acc->a[0], a1 = acc->a[1], a2 = acc->a[2], a3 = acc->a[3];
-    int k = 0;
-    for (; k + 64 <= len; k += 64) {
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x + k), a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k + 16), _mm512_loadu_ps(x + k + 16), a1);
-        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k + 32), _mm512_loadu_ps(x + k + 32), a2);
-        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k + 48), _mm512_loadu_ps(x + k + 48), a3);
-    }
-    __m512 t[4] = {a0, a1, a2, a3};
-    for (int g = 0; k < len; k += 16, g++) {
-        __mmask16 m = len - k >= 16 ? 0xffff : (__mmask16)((1u << (len - k)) - 1);
-        t[g] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + k), _mm512_maskz_loadu_ps(m, x + k), t[g]);
-    }
-    for (int g = 0; g < 4; g++)
-        acc->a[g] = t[g];
-}
-
-static inline float acc4_sum(const acc4 *acc)
-{
-    __m512 s = _mm512_add_ps(_mm512_add_ps(acc->a[0], acc->a[1]), _mm512_add_ps(acc->a[2], acc->a[3]));
-    return _mm512_reduce_add_ps(s);
-}
-
-/* Decoders: columns [k0, k0 + len) of row r as exact f32 into buf. */
-typedef struct {
+    int fmt;
     const void *W;
     const uint8_t *scale;
     int rows, cols;
 } wsrc;
 
-typedef void (*decode_fn)(const wsrc *src, int r, int k0, int len, float *buf);
-
-static void decode_bf16(const wsrc *src, int r, int k0, int len, float *buf)
+/* fmt_e8m0_to_f32, inlined: it runs once per 32 weights on the decode path. */
+static inline float e8m0(uint8_t b)
 {
-    const uint16_t *w = (const uint16_t *)src->W + (size_t)r * src->cols + k0;
-    int k = 0;
-    for (; k + 16 <= len; k += 16) {
-        __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + k)));
-        _mm512_storeu_ps(buf + k, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
-    }
-    for (; k < len; k++)
-        buf[k] = fmt_bf16_to_f32(w[k]);
+    uint32_t bits = b == 0xff ? 0x7fc00000u : b == 0 ? 0x00400000u : (uint32_t)b << 23;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline float fold16(__m512 v)
+{
+    __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    __m128 d = _mm_add_ss(c, _mm_movehdup_ps(c));
+    return _mm_cvtss_f32(d);
+}
+
+static inline __mmask16 tail_mask(int left)
+{
+    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+}
+
+/* ---- decoders: 32 columns [k, k+32) of one row (k + 32 <= cols for the
+ * vector forms; FP4 columns always come in whole blocks of 32) ---- */
+
+static const float e2m1_lut[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
+                                   -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+/* 16 bytes = 32 nibbles in natural column order: the bytes are pre-shuffled
+ * so that the in-lane unpacks of (low nibbles, high nibbles) land each
+ * value at its own column. */
+static inline void fp4x32(const uint8_t *p, __m512 lut, __m512 *lo, __m512 *hi)
+{
+    const __m128i order = _mm_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+    __m512i v = _mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)p), order));
+    __m512 even = _mm512_permutexvar_ps(v, lut); /* vpermps reads the low 4 bits only */
+    __m512 odd = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);
+    *lo = _mm512_unpacklo_ps(even, odd);
+    *hi = _mm512_unpackhi_ps(even, odd);
 }
 
 /* e4m3 -> f16 is a bit move (sign to bit 15, exponent+mantissa shifted by 7:
  * the value becomes x * 2^-8, subnormals included), then vcvtph2ps; the 2^8
  * rides on the block scale. NaN codes become f16 NaN. */
-static inline void e4m3x32_to_f32(const uint8_t *p, __m512 scale, float *out)
+static inline void fp8x32(const uint8_t *p, __m512 scale256, __m512 *lo, __m512 *hi)
 {
     __m512i b = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)p));
     __m512i h = _mm512_and_si512(_mm512_slli_epi16(b, 7), _mm512_set1_epi16((short)0xbf80));
     __mmask32 nan = _mm512_cmpeq_epi16_mask(_mm512_and_si512(h, _mm512_set1_epi16(0x3f80)),
                                            _mm512_set1_epi16(0x3f80));
     h = _mm512_mask_mov_epi16(h, nan, _mm512_set1_epi16(0x7e00));
-    __m512 lo = _mm512_cvtph_ps(_mm512_castsi512_si256(h));
-    __m512 hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1));
-    _mm512_storeu_ps(out, _mm512_mul_ps(lo, scale));
-    _mm512_storeu_ps(out + 16, _mm512_mul_ps(hi, scale));
+    *lo = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), scale256);
+    *hi = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), scale256);
 }
 
-static void decode_fp8(const wsrc *src, int r, int k0, int len, float *buf)
+static inline __m512 bf16x16(const uint16_t *p, __mmask16 m)
 {
-    const uint8_t *w = (const uint8_t *)src->W + (size_t)r * src->cols;
-    const uint8_t *srow = src->scale + (size_t)(r / 128) * ((src->cols + 127) / 128);
-    for (int b0 = 0; b0 < len; b0 += 128) {
-        int k = k0 + b0, blen = len - b0 < 128 ? len - b0 : 128;
-        float s = fmt_e8m0_to_f32(srow[k / 128]);
-        __m512 s256 = _mm512_set1_ps(s * 256.0f);
-        int j = 0;
-        for (; j + 32 <= blen; j += 32)
-            e4m3x32_to_f32(w + k + j, s256, buf + b0 + j);
-        for (; j < blen; j++)
-            buf[b0 + j] = fmt_e4m3_to_f32(w[k + j]) * s;
+    __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+
+/* Columns [k0, k0 + len) of row r into buf, zero-padded to a multiple of 16. */
+static void decode_chunk(const wsrc *s, int r, int k0, int len, float *buf)
+{
+    int cols = s->cols, k = 0;
+    switch (s->fmt) {
+    case W_F32: {
+        const float *w = (const float *)s->W + (size_t)r * cols + k0;
+        for (; k < len; k += 16)
+            _mm512_store_ps(buf + k, _mm512_maskz_loadu_ps(tail_mask(len - k), w + k));
+        break;
     }
-}
-
-static void decode_fp4(const wsrc *src, int r, int k0, int len, float *buf)
-{
-    const uint8_t *w = (const uint8_t *)src->W + (size_t)r * (src->cols / 2);
-    const uint8_t *srow = src->scale + (size_t)r * (src->cols / 32);
-    const __m512 lut = _mm512_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f, -0.0f, -0.5f,
-                                      -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f);
-    /* lane i takes byte i/2, nibble i&1 (low nibble = even column) */
-    const __m128i dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    const __m512i shift = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
-    for (int j = 0; j < len; j += 32) {
-        int k = k0 + j;
-        __m512 s = _mm512_set1_ps(fmt_e8m0_to_f32(srow[k / 32]));
-        __m128i bytes = _mm_loadu_si128((const __m128i *)(w + k / 2));
-        __m128i b_lo = _mm_shuffle_epi8(bytes, dup);
-        __m128i b_hi = _mm_shuffle_epi8(_mm_srli_si128(bytes, 8), dup);
-        __m512i i_lo = _mm512_srlv_epi32(_mm512_cvtepu8_epi32(b_lo), shift);
-        __m512i i_hi = _mm512_srlv_epi32(_mm512_cvtepu8_epi32(b_hi), shift);
-        _mm512_storeu_ps(buf + j, _mm512_mul_ps(_mm512_permutexvar_ps(i_lo, lut), s));
-        _mm512_storeu_ps(buf + j + 16, _mm512_mul_ps(_mm512_permutexvar_ps(i_hi, lut), s));
+    case W_BF16: {
+        const uint16_t *w = (const uint16_t *)s->W + (size_t)r * cols + k0;
+        for (; k < len; k += 16)
+            _mm512_store_ps(buf + k, bf16x16(w + k, tail_mask(len - k)));
+        break;
     }
-}
-
-/* The shared driver: rows [r0, r1), tokens in tiles, columns in chunks.
- * decode == NULL means W is already f32. */
-static void matmul_rows(float *Y, size_t ldy, const wsrc *src, decode_fn decode, const float *X,
-                        size_t ldx, int n, int r0, int r1)
-{
-    float buf[CHUNK] __attribute__((aligned(64)));
-    acc4 acc[TILE];
-    int cols = src->cols;
-    for (int r = r0; r < r1; r++) {
-        for (int t0 = 0; t0 < n; t0 += TILE) {
-            int nt = n - t0 < TILE ? n - t0 : TILE;
-            for (int t = 0; t < nt; t++)
-                for (int g = 0; g < 4; g++)
-                    acc[t].a[g] = _mm512_setzero_ps();
-            for (int k0 = 0; k0 < cols; k0 += CHUNK) {
-                int len = cols - k0 < CHUNK ? cols - k0 : CHUNK;
-                const float *w;
-                if (decode) {
-                    decode(src, r, k0, len, buf);
-                    w = buf;
-                } else {
-                    w = (const float *)src->W + (size_t)r * cols + k0;
-                }
-                for (int t = 0; t < nt; t++)
-                    dot_chunk(&acc[t], w, X + (size_t)(t0 + t) * ldx + k0, len);
+    case W_FP8: {
+        const uint8_t *w = (const uint8_t *)s->W + (size_t)r * cols;
+        const uint8_t *srow = s->scale + (size_t)(r / 128) * ((cols + 127) / 128);
+        for (; k < len; k += 16) {
+            int c = k0 + k; /* chunk starts and 16-groups never straddle a 128 block */
+            float sc = e8m0(srow[c / 128]);
+            if (len - k >= 32 && (c % 128) <= 96) {
+                __m512 lo, hi;
+                fp8x32(w + c, _mm512_set1_ps(sc * 256.0f), &lo, &hi);
+                _mm512_store_ps(buf + k, lo);
+                _mm512_store_ps(buf + k + 16, hi);
+                k += 16;
+            } else {
+                float tmp[16] = {0};
+                for (int j = 0; j < 16 && k + j < len; j++)
+                    tmp[j] = fmt_e4m3_to_f32(w[c + j]) * sc;
+                _mm512_store_ps(buf + k, _mm512_loadu_ps(tmp));
             }
-            for (int t = 0; t < nt; t++)
-                Y[(size_t)(t0 + t) * ldy + r] = acc4_sum(&acc[t]);
+        }
+        break;
+    }
+    case W_FP4: {
+        const uint8_t *w = (const uint8_t *)s->W + (size_t)r * (cols / 2);
+        const uint8_t *srow = s->scale + (size_t)r * (cols / 32);
+        const __m512 lut = _mm512_loadu_ps(e2m1_lut);
+        for (; k < len; k += 32) {
+            int c = k0 + k;
+            __m512 lo, hi, ls = _mm512_mul_ps(lut, _mm512_set1_ps(e8m0(srow[c / 32])));
+            fp4x32(w + c / 2, ls, &lo, &hi);
+            _mm512_store_ps(buf + k, lo);
+            _mm512_store_ps(buf + k + 16, hi);
+        }
+        break;
+    }
+    }
+}
+
+/* ---- many tokens: RB x TB register tiles over decoded chunks ---- */
+
+static inline __attribute__((always_inline)) void tile(int nr, int nt, const float *buf, int len,
+                                                        const float *X, size_t ldx, int k0,
+                                                        __m512 *acc /* [nr][TB] */)
+{
+    __m512 a[RB][TB];
+    #pragma GCC unroll 8
+    for (int i = 0; i < nr; i++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++)
+            a[i][t] = acc[i * TB + t];
+    for (int k = 0; k < len; k += 16) {
+        __mmask16 m = tail_mask(len - k);
+        __m512 w[RB];
+        #pragma GCC unroll 8
+        for (int i = 0; i < nr; i++)
+            w[i] = _mm512_load_ps(buf + i * CHUNK + k);
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) {
+            __m512 x = _mm512_maskz_loadu_ps(m, X + (size_t)t * ldx + k0 + k);
+            #pragma GCC unroll 8
+            for (int i = 0; i < nr; i++)
+                a[i][t] = _mm512_fmadd_ps(w[i], x, a[i][t]);
         }
     }
+    #pragma GCC unroll 8
+    for (int i = 0; i < nr; i++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++)
+            acc[i * TB + t] = a[i][t];
+}
+
+#define TILE_CASE(NR, NT)                                                                          \
+    case (NR) * 8 + (NT):                                                                          \
+        tile(NR, NT, buf, len, X, ldx, k0, acc);                                                   \
+        break;
+#define TILE_ROW(NR) TILE_CASE(NR, 1) TILE_CASE(NR, 2) TILE_CASE(NR, 3) TILE_CASE(NR, 4)            \
+    TILE_CASE(NR, 5) TILE_CASE(NR, 6)
+
+static void tile_dispatch(int nr, int nt, const float *buf, int len, const float *X, size_t ldx,
+                          int k0, __m512 *acc)
+{
+    switch (nr * 8 + nt) {
+        TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4)
+    }
+}
+
+#define TG 48 /* tokens per group: their accumulators live on the stack across chunks */
+
+static void matmul_gemm(float *Y, size_t ldy, const wsrc *s, const float *X, size_t ldx, int n,
+                        int r0, int r1)
+{
+    float buf[RB * CHUNK] __attribute__((aligned(64)));
+    __m512 acc[(TG / TB) * RB * TB];
+    for (int rb = r0; rb < r1; rb += RB) {
+        int nr = r1 - rb < RB ? r1 - rb : RB;
+        for (int g0 = 0; g0 < n; g0 += TG) {
+            int ng = n - g0 < TG ? n - g0 : TG;
+            for (int i = 0; i < (ng + TB - 1) / TB * RB * TB; i++)
+                acc[i] = _mm512_setzero_ps();
+            for (int k0 = 0; k0 < s->cols; k0 += CHUNK) {
+                int len = s->cols - k0 < CHUNK ? s->cols - k0 : CHUNK;
+                for (int i = 0; i < nr; i++)
+                    decode_chunk(s, rb + i, k0, len, buf + i * CHUNK);
+                for (int t0 = 0; t0 < ng; t0 += TB) {
+                    int nt = ng - t0 < TB ? ng - t0 : TB;
+                    tile_dispatch(nr, nt, buf, len, X + (size_t)(g0 + t0) * ldx, ldx, k0,
+                                  acc + (t0 / TB) * RB * TB);
+                }
+            }
+            for (int t0 = 0; t0 < ng; t0 += TB) {
+                int nt = ng - t0 < TB ? ng - t0 : TB;
+                for (int i = 0; i < nr; i++)
+                    for (int t = 0; t < nt; t++)
+                        Y[(size_t)(g0 + t0 + t) * ldy + rb + i] = fold16(acc[(t0 / TB) * RB * TB + i * TB + t]);
+            }
+        }
+    }
+}
+
+/* ---- few tokens: decode in registers, RB rows at a time ---- */
+
+static inline __attribute__((always_inline)) void decode32(const wsrc *s, int r, int k, __m512 lut,
+                                                            __m512 *lo, __m512 *hi)
+{
+    int cols = s->cols;
+    switch (s->fmt) {
+    case W_F32: {
+        const float *w = (const float *)s->W + (size_t)r * cols + k;
+        *lo = _mm512_loadu_ps(w);
+        *hi = _mm512_loadu_ps(w + 16);
+        break;
+    }
+    case W_BF16: {
+        const uint16_t *w = (const uint16_t *)s->W + (size_t)r * cols + k;
+        *lo = bf16x16(w, 0xffff);
+        *hi = bf16x16(w + 16, 0xffff);
+        break;
+    }
+    case W_FP8: {
+        const uint8_t *srow = s->scale + (size_t)(r / 128) * ((cols + 127) / 128);
+        fp8x32((const uint8_t *)s->W + (size_t)r * cols + k,
+               _mm512_set1_ps(e8m0(srow[k / 128]) * 256.0f), lo, hi);
+        break;
+    }
+    default: {
+        const uint8_t *srow = s->scale + (size_t)r * (cols / 32);
+        __m512 ls = _mm512_mul_ps(lut, _mm512_set1_ps(e8m0(srow[k / 32])));
+        fp4x32((const uint8_t *)s->W + (size_t)r * (cols / 2) + k / 2, ls, lo, hi);
+        break;
+    }
+    }
+}
+
+static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, float *Y, size_t ldy,
+                                                                const wsrc *s, const float *X,
+                                                                size_t ldx, int rb)
+{
+    const __m512 lut = _mm512_loadu_ps(e2m1_lut);
+    __m512 acc[RB][GEMM_MIN_N - 1];
+    #pragma GCC unroll 8
+    for (int i = 0; i < nr; i++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++)
+            acc[i][t] = _mm512_setzero_ps();
+    int cols = s->cols, k = 0;
+    for (; k + 32 <= cols; k += 32) {
+        __m512 x0[GEMM_MIN_N - 1], x1[GEMM_MIN_N - 1];
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) {
+            x0[t] = _mm512_loadu_ps(X + (size_t)t * ldx + k);
+            x1[t] = _mm512_loadu_ps(X + (size_t)t * ldx + k + 16);
+        }
+        #pragma GCC unroll 8
+        for (int i = 0; i < nr; i++) {
+            __m512 lo, hi;
+            decode32(s, rb + i, k, lut, &lo, &hi);
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) {
+                acc[i][t] = _mm512_fmadd_ps(lo, x0[t], acc[i][t]);
+                acc[i][t] = _mm512_fmadd_ps(hi, x1[t], acc[i][t]);
+            }
+        }
+    }
+    if (k < cols) { /* the ragged end (never for FP4): the GEMM path's decoder */
+        float buf[32] __attribute__((aligned(64)));
+        #pragma GCC unroll 8
+        for (int i = 0; i < nr; i++) {
+            decode_chunk(s, rb + i, k, cols - k, buf);
+            for (int j = k; j < cols; j += 16) {
+                __mmask16 m = tail_mask(cols - j);
+                #pragma GCC unroll 8
+                for (int t = 0; t < nt; t++)
+                    acc[i][t] = _mm512_fmadd_ps(_mm512_load_ps(buf + (j - k)),
+                                                _mm512_maskz_loadu_ps(m, X + (size_t)t * ldx + j), acc[i][t]);
+            }
+        }
+    }
+    #pragma GCC unroll 8
+    for (int i = 0; i < nr; i++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++)
+            Y[(size_t)t * ldy + rb + i] = fold16(acc[i][t]);
+}
+
+#define MV_CASE(FMT, NR, NT)                                                                       \
+    case (NR) * 4 + (NT):                                                                          \
+        for (; rb + (NR) <= r1; rb += (NR))                                                        \
+            matvec_block(NR, NT, Y, ldy, &(wsrc){FMT, s->W, s->scale, s->rows, s->cols}, X, ldx,  \
+                         rb);                                                                      \
+        break;
+
+/* One instantiation per format so the decoder's switch folds away. */
+#define MATVEC_FN(NAME, FMT)                                                                       \
+    static void NAME(float *Y, size_t ldy, const wsrc *s, const float *X, size_t ldx, int n,     \
+                     int r0, int r1)                                                               \
+    {                                                                                              \
+        int rb = r0;                                                                               \
+        for (int nr = RB; nr >= 1; nr--) {                                                         \
+            switch (nr * 4 + n) {                                                                  \
+                MV_CASE(FMT, 4, 1) MV_CASE(FMT, 4, 2) MV_CASE(FMT, 4, 3)                           \
+                MV_CASE(FMT, 1, 1) MV_CASE(FMT, 1, 2) MV_CASE(FMT, 1, 3)                           \
+            default:                                                                               \
+                break;                                                                             \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+MATVEC_FN(matvec_f32, W_F32)
+MATVEC_FN(matvec_bf16, W_BF16)
+MATVEC_FN(matvec_fp8, W_FP8)
+MATVEC_FN(matvec_fp4, W_FP4)
+
+typedef void (*matvec_fn)(float *, size_t, const wsrc *, const float *, size_t, int, int, int);
+
+static void matmul_any(float *Y, size_t ldy, const wsrc *s, matvec_fn mv, const float *X,
+                       size_t ldx, int n, int r0, int r1)
+{
+    if (n <= 0 || r1 <= r0)
+        return;
+    if (n >= GEMM_MIN_N)
+        matmul_gemm(Y, ldy, s, X, ldx, n, r0, r1);
+    else
+        mv(Y, ldy, s, X, ldx, n, r0, r1);
 }
 
 static void matmul_f32_avx512(float *Y, size_t ldy, const float *W, const float *X, size_t ldx,
                               int n, int rows, int cols, int r0, int r1)
 {
-    wsrc src = {W, NULL, rows, cols};
-    matmul_rows(Y, ldy, &src, NULL, X, ldx, n, r0, r1);
+    wsrc s = {W_F32, W, NULL, rows, cols};
+    matmul_any(Y, ldy, &s, matvec_f32, X, ldx, n, r0, r1);
 }
 
 static void matmul_bf16_avx512(float *Y, size_t ldy, const uint16_t *W, const float *X, size_t ldx,
                                int n, int rows, int cols, int r0, int r1)
 {
-    wsrc src = {W, NULL, rows, cols};
-    matmul_rows(Y, ldy, &src, decode_bf16, X, ldx, n, r0, r1);
+    wsrc s = {W_BF16, W, NULL, rows, cols};
+    matmul_any(Y, ldy, &s, matvec_bf16, X, ldx, n, r0, r1);
 }
 
 static void matmul_fp8_avx512(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale,
                               const float *X, size_t ldx, int n, int rows, int cols, int r0, int r1)
 {
-    wsrc src = {W, scale, rows, cols};
-    matmul_rows(Y, ldy, &src, decode_fp8, X, ldx, n, r0, r1);
+    wsrc s = {W_FP8, W, scale, rows, cols};
+    matmul_any(Y, ldy, &s, matvec_fp8, X, ldx, n, r0, r1);
 }
 
 static void matmul_fp4_avx512(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale,
                               const float *X, size_t ldx, int n, int rows, int cols, int r0, int r1)
 {
-    wsrc src = {W, scale, rows, cols};
-    matmul_rows(Y, ldy, &src, decode_fp4, X, ldx, n, r0, r1);
+    wsrc s = {W_FP4, W, scale, rows, cols};
+    matmul_any(Y, ldy, &s, matvec_fp4, X, ldx, n, r0, r1);
 }
-
 /* Lightning-indexer scores: per key, heads in order; each dot uses two
  * 16-lane accumulators (alternating 16-column groups) reduced at the end. */
 static inline float dot_avx512(const float *a, const float *b, int n)
@@ -228,6 +428,10 @@ static void attend_fallback(float *out, const float *q, int dim, const float *co
     kernels_scalar()->attend(out, q, dim, kv, n_kv, sink, scale, bf16_probs, h0, h1);
 }
 
+void index_scores_fp4_avx512vnni(float *scores, const int8_t *q_codes, const float *q_scale,
+                                 const float *w, const uint8_t *keys, const uint8_t *key_scale,
+                                 int n_keys, int n_heads, int dim);
+
 static const dsv4_kernels avx512_table = {
     .isa = "avx512",
     .matmul_f32 = matmul_f32_avx512,
@@ -236,9 +440,20 @@ static const dsv4_kernels avx512_table = {
     .matmul_fp4 = matmul_fp4_avx512,
     .index_scores = index_scores_avx512,
     .attend = attend_fallback,
+    .index_scores_fp4 = index_scores_fp4_avx512vnni,
 };
+
+/* AVX-512 without VNNI (Skylake-SP): the integer indexer falls back to C. */
+static dsv4_kernels avx512_novnni_table;
 
 const dsv4_kernels *kernels_avx512(void)
 {
     return &avx512_table;
+}
+
+const dsv4_kernels *kernels_avx512_novnni(void)
+{
+    avx512_novnni_table = avx512_table;
+    avx512_novnni_table.index_scores_fp4 = kernels_scalar()->index_scores_fp4;
+    return &avx512_novnni_table;
 }

@@ -4,25 +4,50 @@
 #include <string.h>
 
 const dsv4_kernels *kernels_avx512(void);
+const dsv4_kernels *kernels_avx512_novnni(void);
+const dsv4_kernels *kernels_neon(void);
 
+#if defined(__x86_64__) || defined(__i386__)
 static int cpu_has_avx512(void)
 {
-#if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-#else
-    return 0;
+}
+
+static const dsv4_kernels *avx512_or_null(void)
+{
+    if (!cpu_has_avx512())
+        return NULL;
+    return __builtin_cpu_supports("avx512vnni") ? kernels_avx512() : kernels_avx512_novnni();
+}
 #endif
+
+/* Best first; each entry NULL when this CPU (or this build) lacks it. */
+static const dsv4_kernels *by_name(const char *isa)
+{
+    if (strcmp(isa, "scalar") == 0)
+        return kernels_scalar();
+#if defined(__x86_64__) || defined(__i386__)
+    if (strcmp(isa, "avx512") == 0)
+        return avx512_or_null();
+#endif
+#if defined(__aarch64__)
+    if (strcmp(isa, "neon") == 0)
+        return kernels_neon();
+#endif
+    return NULL;
 }
 
 const dsv4_kernels *kernels_select(const char *isa)
 {
-    if (!isa)
-        return cpu_has_avx512() ? kernels_avx512() : kernels_scalar();
-    if (strcmp(isa, "scalar") == 0)
-        return kernels_scalar();
-    if (strcmp(isa, "avx512") == 0)
-        return cpu_has_avx512() ? kernels_avx512() : NULL;
-    return NULL;
+    if (isa)
+        return by_name(isa);
+    static const char *const order[] = {"avx512", "neon", "scalar"};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        const dsv4_kernels *k = by_name(order[i]);
+        if (k)
+            return k;
+    }
+    return kernels_scalar();
 }

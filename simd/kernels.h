@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 typedef struct {
-    const char *isa; /* "scalar", "avx512", ... */
+    const char *isa; /* "scalar", "avx2", "avx512", "neon" */
 
     /* Y[t*ldy + r] = sum_k W[r][k] * X[t*ldx + k], t in [0,n), r in [r0,r1).
      * W is [rows][cols] row-major in the kernel's format. */
@@ -40,7 +40,25 @@ typedef struct {
      * weighted sum. Heads in [h0, h1). */
     void (*attend)(float *out, const float *q, int dim, const float *const *kv, int n_kv,
                    const float *sink, float scale, int bf16_probs, int h0, int h1);
+
+    /* Lightning-indexer scores over real FP4 keys, as integer dot products.
+     * q_codes [n_heads][dim]: twice the e2m1 value of each query element (an
+     * integer in [-12, 12]); q_scale [n_heads][dim/32]: the query's block scale.
+     * keys: e2m1 packed [n_keys][dim/2] (low nibble = even column), key_scale
+     * e8m0 [n_keys][dim/32]. dim % 32 == 0, dim <= INDEX_FP4_MAX_DIM,
+     * n_heads <= INDEX_FP4_MAX_HEADS. With d_hb = q_scale[h][b] * ks[b] / 4:
+     *   v_h = w[h] * max(0, sum_b d_hb * idot_hb)   (b ascending, fused multiply-add)
+     * where idot_hb is the exact integer dot of block b; the v_h are summed in a
+     * fixed order: heads padded with zeros to a multiple of 16, lane i = h % 16
+     * summed over h ascending, then lanes i+8, i+4, i+2, i+1 folded pairwise.
+     * Every ISA computes exactly this, so the result is bitwise the same. */
+    void (*index_scores_fp4)(float *scores, const int8_t *q_codes, const float *q_scale,
+                             const float *w, const uint8_t *keys, const uint8_t *key_scale,
+                             int n_keys, int n_heads, int dim);
 } dsv4_kernels;
+
+#define INDEX_FP4_MAX_DIM 256
+#define INDEX_FP4_MAX_HEADS 128
 
 const dsv4_kernels *kernels_scalar(void);
 /* The best table this CPU supports, or the one named (NULL if unknown or unsupported). */

@@ -1,0 +1,494 @@
+/* Kernel benchmarks against the machine's own ceilings, measured in the same
+ * run: read bandwidth (buffer >> last-level cache, all threads) for the
+ * matrix x vector and indexer kernels; peak multiply-add throughput of the
+ * instruction set used (FMA fp32, VNNI int8, BF16 dot, AMX-BF16 where the
+ * CPU and kernel allow it) for the matrix x matrix kernels.
+ *
+ *   build/bench-kernels [--json] [--quick] [--isa NAME]
+ *
+ * Each figure is the best of several repetitions (the ceiling too), so the
+ * ratio compares like with like. Weights are random bytes in the release
+ * formats; each matrix x vector case cycles over enough copies that the
+ * weights are read from memory, not cache. */
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+#include "../simd/formats.h"
+#include "../simd/kernels.h"
+#include "../src/linear.h"
+
+static int json, quick;
+static const dsv4_kernels *K;
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void report(const char *kernel, const char *shape, const char *isa, double seconds,
+                   double achieved, double ceiling, const char *unit)
+{
+    int threads = omp_get_max_threads();
+    double ratio = ceiling > 0 ? achieved / ceiling : 0;
+    if (json)
+        printf("{\"kernel\":\"%s\",\"shape\":\"%s\",\"isa\":\"%s\",\"threads\":%d,\"seconds\":%.6g,"
+               "\"achieved\":%.4g,\"ceiling\":%.4g,\"unit\":\"%s\",\"ratio\":%.3f}\n",
+               kernel, shape, isa, threads, seconds, achieved, ceiling, unit, ratio);
+    else
+        printf("%-22s %-26s %-8s %3d %11.6f %10.2f %10.2f %-8s %6.1f%%\n", kernel, shape, isa,
+               threads, seconds, achieved, ceiling, unit, 100 * ratio);
+    fflush(stdout);
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ULL;
+static uint64_t rnd(void)
+{
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return rng * 2685821657736338717ULL;
+}
+
+static void *big(size_t bytes)
+{
+    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!p) {
+        fprintf(stderr, "bench-kernels: out of memory (%zu bytes)\n", bytes);
+        exit(1);
+    }
+    return p;
+}
+
+/* Parallel first touch so pages spread like the kernels will read them. */
+static void fill_bytes(uint8_t *p, size_t n, int lo, int span)
+{
+#pragma omp parallel
+    {
+        uint64_t s = 0x1234567ULL * (uint64_t)(omp_get_thread_num() + 1);
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            s ^= s >> 12; s ^= s << 25; s ^= s >> 27;
+            p[i] = (uint8_t)(lo + (int)((s * 2685821657736338717ULL >> 40) % (uint64_t)span));
+        }
+    }
+}
+
+/* ---- probes ---- */
+
+__attribute__((target("avx512f"))) static double probe_read_bw(void)
+{
+    size_t n = (size_t)(quick ? 256 : 1024) << 20;
+    uint8_t *b = big(n);
+    fill_bytes(b, n, 0, 256);
+    double best = 0;
+    for (int it = 0; it < 5; it++) {
+        double t0 = now();
+        long long sink = 0;
+#pragma omp parallel reduction(+ : sink)
+        {
+            __m512i a = _mm512_setzero_si512(), c = a, d = a, e = a;
+#pragma omp for schedule(static)
+            for (size_t i = 0; i < n; i += 256) {
+                a = _mm512_add_epi64(a, _mm512_load_si512(b + i));
+                c = _mm512_add_epi64(c, _mm512_load_si512(b + i + 64));
+                d = _mm512_add_epi64(d, _mm512_load_si512(b + i + 128));
+                e = _mm512_add_epi64(e, _mm512_load_si512(b + i + 192));
+            }
+            sink += _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a, c), _mm512_add_epi64(d, e)));
+        }
+        double t = now() - t0;
+        if (sink == 42)
+            puts("");
+        if (n / t > best)
+            best = (double)n / t;
+    }
+    free(b);
+    return best / 1e9;
+}
+
+#define PEAK_ITERS 20000000L
+
+/* 12 independent chains hide the latency of every unit tested. */
+#define PEAK_LOOP(T, ZERO, OP, PER_INSTR)                                                          \
+    double best = 0;                                                                               \
+    for (int it = 0; it < 3; it++) {                                                               \
+        double t0 = now();                                                                         \
+        float sink = 0;                                                                            \
+        long iters = quick ? PEAK_ITERS / 8 : PEAK_ITERS;                                          \
+        _Pragma("omp parallel reduction(+ : sink)")                                                \
+        {                                                                                          \
+            T a0 = ZERO, a1 = ZERO, a2 = ZERO, a3 = ZERO, a4 = ZERO, a5 = ZERO, a6 = ZERO,        \
+              a7 = ZERO, a8 = ZERO, a9 = ZERO, a10 = ZERO, a11 = ZERO;                             \
+            for (long i = 0; i < iters; i++) {                                                     \
+                OP(a0); OP(a1); OP(a2); OP(a3); OP(a4); OP(a5);                                    \
+                OP(a6); OP(a7); OP(a8); OP(a9); OP(a10); OP(a11);                                  \
+                __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5),  \
+                                 "+v"(a6), "+v"(a7), "+v"(a8), "+v"(a9), "+v"(a10), "+v"(a11));    \
+            }                                                                                      \
+            T s = a0;                                                                              \
+            __asm__ volatile("" ::"v"(s), "v"(a1), "v"(a2), "v"(a3), "v"(a4), "v"(a5), "v"(a6),     \
+                             "v"(a7), "v"(a8), "v"(a9), "v"(a10), "v"(a11));                       \
+            sink += 1;                                                                             \
+        }                                                                                          \
+        double t = now() - t0;                                                                     \
+        double ops = (double)iters * 12 * (PER_INSTR) * omp_get_max_threads();                     \
+        if (sink > 0 && ops / t > best)                                                            \
+            best = ops / t;                                                                        \
+    }                                                                                              \
+    return best / 1e9;
+
+/* GFLOP/s: 16 lanes x 2 flops per vfmadd231ps zmm. */
+__attribute__((target("avx512f,fma"))) static double probe_fma512(void)
+{
+    const __m512 m = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(1e-7f);
+#define FMA_OP(a) a = _mm512_fmadd_ps(a, m, c)
+    PEAK_LOOP(__m512, _mm512_setzero_ps(), FMA_OP, 32)
+}
+
+/* GOP/s: 64 byte products x 2 ops per vpdpbusd zmm. */
+__attribute__((target("avx512f,avx512vnni"))) static double probe_vnni(void)
+{
+    const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
+#define VNNI_OP(x) x = _mm512_dpbusd_epi32(x, a, b)
+    PEAK_LOOP(__m512i, _mm512_setzero_si512(), VNNI_OP, 128)
+}
+
+/* GFLOP/s: 32 bf16 products x 2 flops per vdpbf16ps zmm. */
+__attribute__((target("avx512f,avx512bf16"))) static double probe_bf16(void)
+{
+    const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3f00);
+#define BF16_OP(x) x = _mm512_dpbf16_ps(x, a, b)
+    PEAK_LOOP(__m512, _mm512_setzero_ps(), BF16_OP, 64)
+}
+
+/* AMX needs the kernel's permission for the tile data state (Linux 5.16+). */
+static int amx_permitted(void)
+{
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    unsigned a, b, c, d;
+    __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+    if (!((d >> 22) & 1) || !((d >> 24) & 1)) /* AMX-BF16, AMX-TILE */
+        return 0;
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    return 0;
+#endif
+}
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_cfg;
+
+/* GFLOP/s: one tdpbf16ps on 16x32 bf16 tiles = 16*16*32 multiply-adds. */
+__attribute__((target("amx-tile,amx-bf16"))) static double probe_amx(void)
+{
+    double best = 0;
+    long iters = quick ? 2000000L : 10000000L;
+    for (int it = 0; it < 3; it++) {
+        double t0 = now();
+#pragma omp parallel
+        {
+            amx_cfg cfg;
+            memset(&cfg, 0, sizeof cfg);
+            cfg.palette = 1;
+            for (int i = 0; i < 8; i++) {
+                cfg.colsb[i] = 64;
+                cfg.rows[i] = 16;
+            }
+            _tile_loadconfig(&cfg);
+            static const uint16_t ones[16 * 32] __attribute__((aligned(64)));
+            _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            _tile_loadd(4, ones, 64); _tile_loadd(5, ones, 64);
+            _tile_loadd(6, ones, 64); _tile_loadd(7, ones, 64);
+            for (long i = 0; i < iters; i++) {
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            _tile_release();
+        }
+        double t = now() - t0;
+        double flops = (double)iters * 4 * 16 * 16 * 32 * 2 * omp_get_max_threads();
+        if (flops / t > best)
+            best = flops / t;
+    }
+    return best / 1e9;
+}
+
+/* ---- kernels ---- */
+
+typedef struct {
+    dsv4_linear *m;
+    int copies;
+    size_t bytes; /* per copy, weights + scales */
+} mats;
+
+static mats make_mats(dsv4_wformat fmt, int rows, int cols)
+{
+    size_t wbytes = fmt == DSV4_WF_FP4 ? (size_t)rows * cols / 2
+                    : fmt == DSV4_WF_FP8 ? (size_t)rows * cols
+                    : fmt == DSV4_WF_BF16 ? (size_t)rows * cols * 2 : (size_t)rows * cols * 4;
+    size_t sbytes = fmt == DSV4_WF_FP4 ? (size_t)rows * (cols / 32)
+                    : fmt == DSV4_WF_FP8 ? (size_t)((rows + 127) / 128) * ((cols + 127) / 128) : 0;
+    size_t target = (size_t)(quick ? 256 : 1024) << 20; /* >> any last-level cache */
+    mats M = {.bytes = wbytes + sbytes};
+    M.copies = (int)((target + M.bytes - 1) / M.bytes);
+    if (M.copies < 1)
+        M.copies = 1;
+    M.m = calloc((size_t)M.copies, sizeof *M.m);
+    for (int i = 0; i < M.copies; i++) {
+        uint8_t *w = big(wbytes);
+        if (fmt == DSV4_WF_FP8)
+            fill_bytes(w, wbytes, 0, 0x7e); /* finite positive codes; signs do not matter here */
+        else if (fmt == DSV4_WF_BF16) {
+            uint16_t *h = (uint16_t *)w;
+            fill_bytes(w, wbytes, 0, 256);
+            for (size_t j = 0; j < wbytes / 2; j++)
+                h[j] = (uint16_t)(0x3c00 | (h[j] & 0x83ff));
+        } else if (fmt == DSV4_WF_F32) {
+            float *f = (float *)w;
+            for (size_t j = 0; j < wbytes / 4; j++)
+                f[j] = (float)(rnd() % 1000) / 1000.0f - 0.5f;
+        } else
+            fill_bytes(w, wbytes, 0, 256);
+        uint8_t *s = NULL;
+        if (sbytes) {
+            s = big(sbytes);
+            fill_bytes(s, sbytes, 120, 8);
+        }
+        M.m[i] = (dsv4_linear){fmt, rows, cols, w, s};
+    }
+    return M;
+}
+
+static void free_mats(mats *M)
+{
+    for (int i = 0; i < M->copies; i++) {
+        free((void *)M->m[i].data);
+        free((void *)M->m[i].scale);
+    }
+    free(M->m);
+}
+
+static float *make_x(size_t count)
+{
+    float *x = big(count * sizeof *x);
+    for (size_t i = 0; i < count; i++)
+        x[i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
+    return x;
+}
+
+/* n tokens through every copy once; the best of a few passes. */
+static double time_matmul(mats *M, int n, const float *X, float *Y, int passes)
+{
+    double best = 1e30;
+    for (int p = 0; p < passes; p++) {
+        double t0 = now();
+        for (int i = 0; i < M->copies; i++)
+            linear_matmul(K, &M->m[i], Y, X, n);
+        double t = (now() - t0) / M->copies;
+        if (t < best)
+            best = t;
+    }
+    return best;
+}
+
+static const char *fmt_label(dsv4_wformat f)
+{
+    return f == DSV4_WF_FP4 ? "fp4" : f == DSV4_WF_FP8 ? "fp8" : f == DSV4_WF_BF16 ? "bf16" : "f32";
+}
+
+static void bench_matmul(const char *model, const char *name, dsv4_wformat fmt, int rows, int cols,
+                         double bw, double fma_peak)
+{
+    mats M = make_mats(fmt, rows, cols);
+    float *X = make_x((size_t)64 * cols), *Y = big((size_t)64 * rows * sizeof *Y);
+    char kernel[64], shape[64];
+    snprintf(kernel, sizeof kernel, "matvec_%s", fmt_label(fmt));
+    snprintf(shape, sizeof shape, "%s %s [%dx%d]", model, name, rows, cols);
+    double t = time_matmul(&M, 1, X, Y, quick ? 2 : 4);
+    report(kernel, shape, K->isa, t, (double)M.bytes / t / 1e9, bw, "GB/s");
+    /* 64 tokens: compute-bound; a few copies are enough (reuse is in-cache). */
+    mats M64 = M;
+    M64.copies = M.copies < 4 ? M.copies : 4;
+    t = time_matmul(&M64, 64, X, Y, quick ? 1 : 3);
+    snprintf(kernel, sizeof kernel, "matmul64_%s", fmt_label(fmt));
+    report(kernel, shape, K->isa, t, 2.0 * rows * cols * 64 / t / 1e9, fma_peak, "GFLOP/s");
+    free(X);
+    free(Y);
+    free_mats(&M);
+}
+
+static void bench_indexer(int n_keys, double bw, double vnni_peak)
+{
+    const int heads = 64, dim = 128, nb = dim / 32;
+    int8_t *qc = big((size_t)heads * dim);
+    float *qs = big((size_t)heads * nb * sizeof *qs), *w = big(heads * sizeof *w);
+    for (int i = 0; i < heads * dim; i++)
+        qc[i] = (int8_t)((int)(rnd() % 25) - 12);
+    for (int i = 0; i < heads * nb; i++)
+        qs[i] = 0.125f;
+    for (int h = 0; h < heads; h++)
+        w[h] = 0.01f * (float)h;
+    /* enough independent key sets that they come from memory */
+    size_t kbytes = (size_t)n_keys * (dim / 2), sbytes = (size_t)n_keys * nb;
+    int sets = (int)(((size_t)(quick ? 128 : 512) << 20) / (kbytes + sbytes)) + 1;
+    uint8_t **keys = calloc((size_t)sets, sizeof *keys), **ks = calloc((size_t)sets, sizeof *ks);
+    for (int i = 0; i < sets; i++) {
+        keys[i] = big(kbytes);
+        ks[i] = big(sbytes);
+        fill_bytes(keys[i], kbytes, 0, 256);
+        fill_bytes(ks[i], sbytes, 120, 8);
+    }
+    float *scores = big((size_t)n_keys * sizeof *scores);
+    int *top = big(1024 * sizeof *top), *scratch = big((size_t)n_keys * sizeof *scratch);
+    const int block = 1024;
+    double best = 1e30;
+    for (int p = 0; p < (quick ? 1 : 3); p++) {
+        double t0 = now();
+        for (int i = 0; i < sets; i++) {
+            int blocks = (n_keys + block - 1) / block;
+#pragma omp parallel for schedule(static)
+            for (int b = 0; b < blocks; b++) {
+                int s0 = b * block, cnt = n_keys - s0 < block ? n_keys - s0 : block;
+                K->index_scores_fp4(scores + s0, qc, qs, w, keys[i] + (size_t)s0 * (dim / 2),
+                                    ks[i] + (size_t)s0 * nb, cnt, heads, dim);
+            }
+        }
+        double t = (now() - t0) / sets;
+        if (t < best)
+            best = t;
+    }
+    char shape[64];
+    snprintf(shape, sizeof shape, "%dK keys x 64h x 128", n_keys / 1024);
+    report("index_fp4 (bytes)", shape, K->isa, best, (double)(kbytes + sbytes) / best / 1e9, bw, "GB/s");
+    report("index_fp4 (int8 ops)", shape, K->isa, best, 2.0 * n_keys * heads * dim / best / 1e9,
+           vnni_peak, "GOP/s");
+    /* top-k: one thread, as the engine runs it per query */
+    int k = n_keys >= 262144 ? 1024 : 512;
+    double tk = 1e30;
+    for (int p = 0; p < 3; p++) {
+        double t0 = now();
+        ops_topk(top, scores, n_keys, k, scratch);
+        double t = now() - t0;
+        if (t < tk)
+            tk = t;
+    }
+    snprintf(shape, sizeof shape, "%dK scores, k=%d", n_keys / 1024, k);
+    report("topk (1 thread)", shape, "scalar", tk, (double)n_keys * 4 / tk / 1e9,
+           bw / omp_get_max_threads(), "GB/s");
+    for (int i = 0; i < sets; i++) {
+        free(keys[i]);
+        free(ks[i]);
+    }
+    free(keys);
+    free(ks);
+    free(scores);
+    free(top);
+    free(scratch);
+    free(qc);
+    free(qs);
+    free(w);
+}
+
+/* One query, 64 heads x 512, over 512 gathered + 128 window entries; heads
+ * split over threads as the engine does. */
+static void bench_attend(double fma_peak)
+{
+    const int heads = 64, dim = 512, n_kv = 640;
+    float *q = make_x((size_t)heads * dim), *kvb = make_x((size_t)n_kv * dim);
+    float *out = big((size_t)heads * dim * sizeof *out), sink[64];
+    const float **kv = malloc(n_kv * sizeof *kv);
+    for (int j = 0; j < n_kv; j++)
+        kv[j] = kvb + (size_t)((j * 7919) % n_kv) * dim;
+    for (int h = 0; h < heads; h++)
+        sink[h] = 0.1f;
+    double best = 1e30;
+    for (int p = 0; p < 5; p++) {
+        double t0 = now();
+#pragma omp parallel for schedule(static)
+        for (int h = 0; h < heads; h++)
+            K->attend(out, q, dim, kv, n_kv, sink, 0.044f, 1, h, h + 1);
+        double t = now() - t0;
+        if (t < best)
+            best = t;
+    }
+    report("attend", "64h x 512, 512+128 kv", K->isa, best, 4.0 * heads * n_kv * dim / best / 1e9,
+           fma_peak, "GFLOP/s");
+    free(q);
+    free(kvb);
+    free(out);
+    free(kv);
+}
+
+int main(int argc, char **argv)
+{
+    const char *isa = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json"))
+            json = 1;
+        else if (!strcmp(argv[i], "--quick"))
+            quick = 1;
+        else if (!strcmp(argv[i], "--isa") && i + 1 < argc)
+            isa = argv[++i];
+        else {
+            fprintf(stderr, "usage: %s [--json] [--quick] [--isa NAME]\n", argv[0]);
+            return 2;
+        }
+    }
+    K = kernels_select(isa);
+    if (!K) {
+        fprintf(stderr, "bench-kernels: ISA '%s' unknown or not supported here\n", isa);
+        return 2;
+    }
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f")) {
+        fprintf(stderr, "bench-kernels: the probes need AVX-512\n");
+        return 2;
+    }
+    if (!json)
+        printf("%-22s %-26s %-8s %3s %11s %10s %10s %-8s %7s\n", "kernel", "shape", "isa", "thr",
+               "seconds", "achieved", "ceiling", "unit", "ratio");
+    double bw = probe_read_bw();
+    report("probe_read_bw", quick ? "256 MiB" : "1 GiB", "avx512", 0, bw, bw, "GB/s");
+    double fma = probe_fma512();
+    report("probe_fma_f32", "zmm fmadd", "avx512", 0, fma, fma, "GFLOP/s");
+    double vnni = 0;
+    if (__builtin_cpu_supports("avx512vnni")) {
+        vnni = probe_vnni();
+        report("probe_vnni_int8", "zmm vpdpbusd", "avx512", 0, vnni, vnni, "GOP/s");
+    }
+    if (__builtin_cpu_supports("avx512bf16")) {
+        double b = probe_bf16();
+        report("probe_bf16_dot", "zmm vdpbf16ps", "avx512", 0, b, b, "GFLOP/s");
+    }
+    if (amx_permitted()) {
+        double a = probe_amx();
+        report("probe_amx_bf16", "tdpbf16ps 16x16x32", "amx", 0, a, a, "GFLOP/s");
+    }
+
+    bench_matmul("Flash", "expert w1/w3", DSV4_WF_FP4, 2048, 4096, bw, fma);
+    bench_matmul("Flash", "expert w2", DSV4_WF_FP4, 4096, 2048, bw, fma);
+    bench_matmul("Pro", "expert w1/w3", DSV4_WF_FP4, 3072, 7168, bw, fma);
+    bench_matmul("Flash", "wq_b", DSV4_WF_FP8, 32768, 1024, bw, fma);
+    bench_matmul("Pro", "wq_b", DSV4_WF_FP8, 65536, 1536, bw, fma);
+    bench_matmul("Flash", "compressor wkv", DSV4_WF_BF16, 1024, 4096, bw, fma);
+    bench_indexer(65536, bw, vnni);
+    bench_indexer(262144, bw, vnni);
+    bench_attend(fma);
+    return 0;
+}

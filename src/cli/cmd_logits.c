@@ -20,7 +20,7 @@ static const char *help =
 
 int cmd_logits(int argc, char **argv)
 {
-    enum { OPT_CHUNK = 2000 };
+    enum { OPT_CHUNK = OPT_COMMAND };
     static const struct option longs[] = {
         COMMON_LONG_OPTS,
         { "tokens", required_argument, 0, OPT_TOKENS },
@@ -28,26 +28,14 @@ int cmd_logits(int argc, char **argv)
         { "chunk", required_argument, 0, OPT_CHUNK },
         { 0, 0, 0, 0 },
     };
-    const char *model_dir = NULL, *tokens_path = NULL, *out_path = NULL;
+    const char *tokens_path = NULL, *out_path = NULL;
     long chunk = 64;
-    dsv4_options opt;
-    dsv4_options_default(&opt);
+    cli_parser p;
+    cli_parser_init(&p, "logits", help, ":m:t:h", longs, argc, argv);
     int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, ":m:t:h", longs, NULL)) != -1) {
-        if (c == 'h') {
-            fputs(help, stdout);
-            return 0;
-        }
-        if (c == '?')
-            return cli_usage_error("logits", "unknown option '%s'", argv[optind - 1]);
-        if (c == ':')
-            return cli_usage_error("logits", "option '%s' needs a value", argv[optind - 1]);
-        int r = common_opt("logits", c, optarg, &model_dir, &opt);
-        if (r > 1)
-            return r;
-        if (r == 1)
-            continue;
+    while ((c = cli_next_option(&p)) != CLI_END) {
+        if (c == CLI_EXIT)
+            return p.status;
         if (c == OPT_TOKENS)
             tokens_path = optarg;
         else if (c == OPT_OUT)
@@ -55,8 +43,7 @@ int cmd_logits(int argc, char **argv)
         else if (c == OPT_CHUNK && cli_parse_int(optarg, 1, 1 << 20, &chunk))
             return cli_usage_error("logits", "--chunk needs a positive integer, got '%s'", optarg);
     }
-    if (optind < argc)
-        return cli_usage_error("logits", "unexpected argument '%s'", argv[optind]);
+    const char *model_dir = p.model_dir;
     if (!model_dir)
         return cli_usage_error("logits", "-m DIR is required");
     if (!tokens_path)
@@ -75,7 +62,7 @@ int cmd_logits(int argc, char **argv)
     float *logits = NULL;
     dsv4_error err;
     int status = 1;
-    if (dsv4_engine_open(&e, model_dir, &opt, &err) || dsv4_session_new(&s, e, n, &err)) {
+    if (dsv4_engine_open(&e, model_dir, &p.opt, &err) || dsv4_session_new(&s, e, n, &err)) {
         cli_error("logits", "%s", err.message);
         goto done;
     }

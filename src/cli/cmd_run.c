@@ -7,7 +7,7 @@
 
 #include "common_opts.h"
 
-enum { OPT_LOSSY = 3000 };
+enum { OPT_LOSSY = OPT_COMMAND };
 
 static const char *help =
     "usage: dsv4 run -m DIR (-p TEXT | --tokens FILE) [options]\n"
@@ -40,64 +40,28 @@ int cmd_run(int argc, char **argv)
         COMMON_LONG_OPTS,
         { "prompt", required_argument, 0, 'p' },
         { "tokens", required_argument, 0, OPT_TOKENS },
-        { "n-predict", required_argument, 0, 'n' },
-        { "temp", required_argument, 0, OPT_TEMP },
-        { "top-p", required_argument, 0, OPT_TOP_P },
-        { "seed", required_argument, 0, OPT_SEED },
-        { "ctx", required_argument, 0, OPT_CTX },
+        SAMPLING_LONG_OPTS,
         { "lossy", no_argument, 0, OPT_LOSSY },
         { 0, 0, 0, 0 },
     };
-    const char *model_dir = NULL, *prompt = NULL, *tokens_path = NULL;
-    long n_predict = 32, seed = 0, ctx = 0;
-    double temp = 0.0, top_p = 1.0;
+    const char *prompt = NULL, *tokens_path = NULL;
     int lossy = 0;
-    dsv4_options opt;
-    dsv4_options_default(&opt);
+    cli_sampling sampling = { .n_predict = 32, .top_p = 1.0 };
+    cli_parser p;
+    cli_parser_init(&p, "run", help, ":m:t:p:n:h", longs, argc, argv);
+    p.sampling = &sampling;
     int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, ":m:t:p:n:h", longs, NULL)) != -1) {
-        if (c == 'h') {
-            fputs(help, stdout);
-            return 0;
-        }
-        if (c == '?')
-            return cli_usage_error("run", "unknown option '%s'", argv[optind - 1]);
-        if (c == ':')
-            return cli_usage_error("run", "option '%s' needs a value", argv[optind - 1]);
-        int r = common_opt("run", c, optarg, &model_dir, &opt);
-        if (r > 1)
-            return r;
-        if (r == 1)
-            continue;
+    while ((c = cli_next_option(&p)) != CLI_END) {
+        if (c == CLI_EXIT)
+            return p.status;
         switch (c) {
         case 'p': prompt = optarg; break;
         case OPT_TOKENS: tokens_path = optarg; break;
         case OPT_LOSSY: lossy = 1; break;
-        case 'n':
-            if (cli_parse_int(optarg, 0, 1 << 30, &n_predict))
-                return cli_usage_error("run", "-n needs a non-negative integer, got '%s'", optarg);
-            break;
-        case OPT_TEMP:
-            if (cli_parse_float(optarg, 0.0, 1e6, &temp))
-                return cli_usage_error("run", "--temp needs a number >= 0, got '%s'", optarg);
-            break;
-        case OPT_TOP_P:
-            if (cli_parse_float(optarg, 1e-9, 1.0, &top_p))
-                return cli_usage_error("run", "--top-p needs a number in (0, 1], got '%s'", optarg);
-            break;
-        case OPT_SEED:
-            if (cli_parse_int(optarg, 0, __LONG_MAX__, &seed))
-                return cli_usage_error("run", "--seed needs a non-negative integer, got '%s'", optarg);
-            break;
-        case OPT_CTX:
-            if (cli_parse_int(optarg, 1, 1 << 30, &ctx))
-                return cli_usage_error("run", "--ctx needs a positive integer, got '%s'", optarg);
-            break;
         }
     }
-    if (optind < argc)
-        return cli_usage_error("run", "unexpected argument '%s'", argv[optind]);
+    const char *model_dir = p.model_dir;
+    long n_predict = sampling.n_predict, ctx = sampling.ctx;
     if (!model_dir)
         return cli_usage_error("run", "-m DIR is required");
     if (prompt && tokens_path)
@@ -146,8 +110,9 @@ int cmd_run(int argc, char **argv)
     dsv4_sampler *sampler = NULL;
     float *logits = NULL;
     int status = 1;
-    if (dsv4_engine_open(&e, model_dir, &opt, &err) || dsv4_session_new(&s, e, (int)ctx, &err) ||
-        dsv4_sampler_new(&sampler, dsv4_engine_vocab_size(e), (float)temp, (float)top_p, (uint64_t)seed, &err)) {
+    if (dsv4_engine_open(&e, model_dir, &p.opt, &err) || dsv4_session_new(&s, e, (int)ctx, &err) ||
+        dsv4_sampler_new(&sampler, dsv4_engine_vocab_size(e), (float)sampling.temp, (float)sampling.top_p,
+                         (uint64_t)sampling.seed, &err)) {
         cli_error("run", "%s", err.message);
         goto done;
     }

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "common_opts.h"
 
 static const char *help =
     "usage: dsv4 tokenize -m DIR [--lines] [--decode] [--lossy] [--bos|--no-bos] < INPUT\n"
@@ -24,7 +24,7 @@ static const char *help =
     "      --no-bos      never prepend BOS\n"
     "  -h, --help        this help\n";
 
-enum { OPT_LINES = 2000, OPT_DECODE, OPT_LOSSY, OPT_BOS, OPT_NO_BOS };
+enum { OPT_LINES = OPT_COMMAND, OPT_DECODE, OPT_LOSSY, OPT_BOS, OPT_NO_BOS };
 
 static char *read_all(FILE *f, size_t *len)
 {
@@ -139,24 +139,20 @@ int cmd_tokenize(int argc, char **argv)
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
-    const char *dir = NULL;
     int lines = 0, decode = 0, lossy = 0, bos = -1, c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, ":m:h", longs, NULL)) != -1) {
+    cli_parser p;
+    cli_parser_init(&p, "tokenize", help, ":m:h", longs, argc, argv);
+    while ((c = cli_next_option(&p)) != CLI_END) {
         switch (c) {
-        case 'h': fputs(help, stdout); return 0;
-        case 'm': dir = optarg; break;
+        case CLI_EXIT: return p.status;
         case OPT_LINES: lines = 1; break;
         case OPT_DECODE: decode = 1; break;
         case OPT_LOSSY: lossy = 1; break;
         case OPT_BOS: bos = 1; break;
         case OPT_NO_BOS: bos = 0; break;
-        case ':': return cli_usage_error("tokenize", "option '%s' needs a value", argv[optind - 1]);
-        default: return cli_usage_error("tokenize", "unknown option '%s'", argv[optind - 1]);
         }
     }
-    if (optind < argc)
-        return cli_usage_error("tokenize", "unexpected argument '%s'", argv[optind]);
+    const char *dir = p.model_dir;
     if (!dir)
         return cli_usage_error("tokenize", "-m DIR is required");
     dsv4_tokenizer *tok;

@@ -1,4 +1,8 @@
-/* Options every model-loading subcommand accepts: -m, -t, --numerics, --isa. */
+/* Option parsing every subcommand shares: one getopt_long loop that handles
+ * --help, unknown options, missing values, trailing arguments, the options of
+ * every model-loading command (-m, -t, --numerics, --isa) and, for commands
+ * that generate, the sampling options (-n, --temp, --top-p, --seed, --ctx);
+ * each command's help text states its own defaults. */
 #ifndef DSV4_CLI_COMMON_OPTS_H
 #define DSV4_CLI_COMMON_OPTS_H
 
@@ -6,7 +10,10 @@
 
 #include "cli.h"
 
-enum { OPT_NUMERICS = 1000, OPT_ISA, OPT_TOKENS, OPT_TEMP, OPT_TOP_P, OPT_SEED, OPT_OUT, OPT_CTX };
+enum {
+    OPT_NUMERICS = 1000, OPT_ISA, OPT_TOKENS, OPT_TEMP, OPT_TOP_P, OPT_SEED, OPT_OUT, OPT_CTX,
+    OPT_COMMAND = 1100 /* commands number their own options from here */
+};
 
 #define COMMON_LONG_OPTS                                   \
     { "model", required_argument, 0, 'm' },                \
@@ -23,29 +30,37 @@ enum { OPT_NUMERICS = 1000, OPT_ISA, OPT_TOKENS, OPT_TEMP, OPT_TOP_P, OPT_SEED, 
     "      --isa NAME         force a kernel set: scalar, avx512 (default: best)\n"      \
     "  -h, --help             this help\n"
 
-/* Handles one common option; returns 1 if handled, 0 if not common, or an exit status > 1 on error. */
-static inline int common_opt(const char *cmd, int c, const char *arg, const char **model_dir, dsv4_options *opt)
-{
-    long v;
-    switch (c) {
-    case 'm':
-        *model_dir = arg;
-        return 1;
-    case 't':
-        if (cli_parse_int(arg, 1, 4096, &v))
-            return cli_usage_error(cmd, "-t needs a thread count from 1 to 4096, got '%s'", arg);
-        opt->n_threads = (int)v;
-        return 1;
-    case OPT_NUMERICS:
-        if (cli_parse_numerics(arg, &opt->numerics))
-            return cli_usage_error(cmd, "--numerics must be 'release' or 'plain', got '%s'", arg);
-        return 1;
-    case OPT_ISA:
-        opt->isa = arg;
-        return 1;
-    default:
-        return 0;
-    }
-}
+#define SAMPLING_LONG_OPTS                                 \
+    { "n-predict", required_argument, 0, 'n' },            \
+    { "temp", required_argument, 0, OPT_TEMP },            \
+    { "top-p", required_argument, 0, OPT_TOP_P },          \
+    { "seed", required_argument, 0, OPT_SEED },            \
+    { "ctx", required_argument, 0, OPT_CTX }
+
+typedef struct {
+    long n_predict, seed, ctx; /* ctx 0: the command's default */
+    double temp, top_p;
+} cli_sampling;
+
+typedef struct {
+    const char *cmd, *help, *shorts;
+    const struct option *longs;
+    int argc;
+    char **argv;
+    const char *model_dir;     /* -m */
+    dsv4_options opt;          /* -t, --numerics, --isa */
+    cli_sampling *sampling;    /* NULL: the command takes no sampling options */
+    int status;                /* what the command returns after CLI_EXIT */
+} cli_parser;
+
+enum { CLI_END = -1, CLI_EXIT = -2 };
+
+/* Starts parsing argv (argv[0] is the command's name). */
+void cli_parser_init(cli_parser *p, const char *cmd, const char *help, const char *shorts,
+                     const struct option *longs, int argc, char **argv);
+/* The next option the command handles itself (value in optarg); CLI_END when
+ * all are read; CLI_EXIT when the command must return p->status at once
+ * (help printed, or a usage error reported). */
+int cli_next_option(cli_parser *p);
 
 #endif

@@ -15,11 +15,24 @@ static int cpu_has_avx512(void)
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 }
 
+void matmul_fp8_avx512bf16(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X,
+                           size_t ldx, int n, int rows, int cols, int r0, int r1);
+void matmul_fp4_avx512bf16(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X,
+                           size_t ldx, int n, int rows, int cols, int r0, int r1);
+
 static const dsv4_kernels *avx512_or_null(void)
 {
     if (!cpu_has_avx512())
         return NULL;
-    return __builtin_cpu_supports("avx512vnni") ? kernels_avx512() : kernels_avx512_novnni();
+    const dsv4_kernels *t = __builtin_cpu_supports("avx512vnni") ? kernels_avx512() : kernels_avx512_novnni();
+    if (!__builtin_cpu_supports("avx512bf16"))
+        return t;
+    /* The release-numerics products in bf16 (avx512_bf16.c). */
+    static dsv4_kernels with_bf16;
+    with_bf16 = *t;
+    with_bf16.matmul_fp8_e4m3act = matmul_fp8_avx512bf16;
+    with_bf16.matmul_fp4_e4m3act = matmul_fp4_avx512bf16;
+    return &with_bf16;
 }
 #endif
 

@@ -12,8 +12,16 @@
 #define ROW_CHUNK 16
 
 static void matmul_chunk(const dsv4_kernels *k, const dsv4_linear *W, float *Y, size_t ldy,
-                         const float *X, size_t ldx, int n, int r0, int r1)
+                         const float *X, size_t ldx, int n, int r0, int r1, int e4m3act)
 {
+    if (e4m3act && W->fmt == DSV4_WF_FP8) {
+        k->matmul_fp8_e4m3act(Y, ldy, W->data, W->scale, X, ldx, n, W->rows, W->cols, r0, r1);
+        return;
+    }
+    if (e4m3act && W->fmt == DSV4_WF_FP4) {
+        k->matmul_fp4_e4m3act(Y, ldy, W->data, W->scale, X, ldx, n, W->rows, W->cols, r0, r1);
+        return;
+    }
     switch (W->fmt) {
     case DSV4_WF_F32:
         k->matmul_f32(Y, ldy, W->data, X, ldx, n, W->rows, W->cols, r0, r1);
@@ -32,27 +40,44 @@ static void matmul_chunk(const dsv4_kernels *k, const dsv4_linear *W, float *Y, 
     }
 }
 
-void linear_matmul_rows(const dsv4_kernels *k, const dsv4_linear *W, float *Y, size_t ldy,
-                        const float *X, size_t ldx, int n, int r0, int r1)
+static void matmul_rows(const dsv4_kernels *k, const dsv4_linear *W, float *Y, size_t ldy,
+                        const float *X, size_t ldx, int n, int r0, int r1, int e4m3act)
 {
     if (n <= 0 || r1 <= r0)
         return;
     int chunks = (r1 - r0 + ROW_CHUNK - 1) / ROW_CHUNK;
     if (chunks == 1) {
-        matmul_chunk(k, W, Y, ldy, X, ldx, n, r0, r1);
+        matmul_chunk(k, W, Y, ldy, X, ldx, n, r0, r1, e4m3act);
         return;
     }
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < chunks; c++) {
         int a = r0 + c * ROW_CHUNK;
         int b = a + ROW_CHUNK < r1 ? a + ROW_CHUNK : r1;
-        matmul_chunk(k, W, Y, ldy, X, ldx, n, a, b);
+        matmul_chunk(k, W, Y, ldy, X, ldx, n, a, b, e4m3act);
     }
+}
+
+void linear_matmul_rows(const dsv4_kernels *k, const dsv4_linear *W, float *Y, size_t ldy,
+                        const float *X, size_t ldx, int n, int r0, int r1)
+{
+    matmul_rows(k, W, Y, ldy, X, ldx, n, r0, r1, 0);
 }
 
 void linear_matmul(const dsv4_kernels *k, const dsv4_linear *W, float *Y, const float *X, int n)
 {
-    linear_matmul_rows(k, W, Y, (size_t)W->rows, X, (size_t)W->cols, n, 0, W->rows);
+    matmul_rows(k, W, Y, (size_t)W->rows, X, (size_t)W->cols, n, 0, W->rows, 0);
+}
+
+void linear_matmul_rows_e4m3act(const dsv4_kernels *k, const dsv4_linear *W, float *Y, size_t ldy,
+                                const float *X, size_t ldx, int n, int r0, int r1)
+{
+    matmul_rows(k, W, Y, ldy, X, ldx, n, r0, r1, 1);
+}
+
+void linear_matmul_e4m3act(const dsv4_kernels *k, const dsv4_linear *W, float *Y, const float *X, int n)
+{
+    matmul_rows(k, W, Y, (size_t)W->rows, X, (size_t)W->cols, n, 0, W->rows, 1);
 }
 
 void linear_row(const dsv4_linear *W, int row, float *out)

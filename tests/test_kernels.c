@@ -98,9 +98,21 @@ static double mat_at(const mat *m, int r, int k)
     }
 }
 
+/* When set, FP8/FP4 products go through the kernels' e4m3act entries and
+ * make_x FP8-simulates the activations those entries require. */
+static int e4m3act;
+
 static void run_matmul(const dsv4_kernels *kt, const mat *m, float *Y, size_t ldy, const float *X,
                        size_t ldx, int n, int r0, int r1)
 {
+    if (e4m3act && m->fmt == FP8) {
+        kt->matmul_fp8_e4m3act(Y, ldy, m->W, m->scale, X, ldx, n, m->rows, m->cols, r0, r1);
+        return;
+    }
+    if (e4m3act && m->fmt == FP4) {
+        kt->matmul_fp4_e4m3act(Y, ldy, m->W, m->scale, X, ldx, n, m->rows, m->cols, r0, r1);
+        return;
+    }
     switch (m->fmt) {
     case F32:
         kt->matmul_f32(Y, ldy, m->W, X, ldx, n, m->rows, m->cols, r0, r1);
@@ -123,6 +135,9 @@ static float *make_x(int n, size_t ldx, uint64_t seed)
     float *x = malloc(((size_t)n * ldx + 1) * sizeof *x);
     for (size_t i = 0; i < (size_t)n * ldx + 1; i++)
         x[i] = test_rand_f(&seed);
+    if (e4m3act)
+        for (int t = 0; t < n; t++)
+            fmt_act_quant_sim(x + (size_t)t * ldx, ldx, 128);
     return x;
 }
 
@@ -454,6 +469,94 @@ static void test_simd_paths_bitwise(void **state)
         if (f != FP4)
             check_invariance(k, f, 11, 1000, 9);
     }
+}
+
+/* ---- release numerics: FP8-simulated activations, bf16 products ---- */
+
+/* Against the double-precision product and the scalar fp32 path, at odd
+ * shapes and tails; invariant to batch size and row split; GEMM and
+ * in-register paths bitwise equal. */
+static void test_e4m3act(void **state)
+{
+    (void)state;
+    e4m3act = 1;
+    const dsv4_kernels *kts[] = {kernels_scalar(), kernels_select("avx512")};
+    for (size_t i = 0; i < 2; i++) {
+        const dsv4_kernels *k = kts[i];
+        if (!k)
+            continue;
+        for (int f = FP8; f <= FP4; f++) {
+            for (size_t s = 0; s < sizeof odd_shapes / sizeof odd_shapes[0]; s++) {
+                if (f == FP4 && odd_shapes[s][1] % 32)
+                    continue;
+                check_matmul_vs_double(k, f, odd_shapes[s][0], odd_shapes[s][1], odd_shapes[s][2]);
+                check_simd_vs_scalar(k, f, odd_shapes[s][0], odd_shapes[s][1], odd_shapes[s][2], s & 1);
+            }
+            check_matmul_vs_double(k, f, 37, 1056, 9);
+            check_simd_vs_scalar(k, f, 300, 4096, 2, 1);
+            check_simd_vs_scalar(k, f, 64, 2080, 7, 0);
+            check_invariance(k, f, 70, 160, 17);
+            check_invariance(k, f, 13, 2048, 64);
+            check_invariance(k, f, 9, 7168, 7);
+            if (f == FP8)
+                check_invariance(k, f, 11, 1000, 9);
+        }
+    }
+    e4m3act = 0;
+}
+
+/* Scales the bf16 decoding cannot fold (tiny, huge, NaN) send their rows to
+ * the fp32 path: each such row equals matmul_fp8/fp4 bit for bit, and the
+ * other rows are unaffected. */
+static void test_e4m3act_scale_range(void **state)
+{
+    (void)state;
+    const dsv4_kernels *k = kernels_select("avx512");
+    if (!k)
+        return;
+    e4m3act = 1;
+    for (int f = FP8; f <= FP4; f++) {
+        int rows = 300, cols = 640, n = 5;
+        mat m = make_mat(f, rows, cols, 99, 0);
+        int nb = f == FP4 ? cols / 32 : (cols + 127) / 128;
+        /* FP4: row 3 below range, row 5 above; FP8: row block 1 (rows 128..255) NaN in one block */
+        if (f == FP4) {
+            m.scale[3 * nb + 7] = 1;
+            m.scale[5 * nb] = 200;
+        } else {
+            m.scale[1 * nb + 2] = 0xff;
+            m.scale[2 * nb] = 5;
+        }
+        float *x = make_x(n, (size_t)cols, 3);
+        float *y = malloc((size_t)n * rows * sizeof *y), *z = malloc((size_t)n * rows * sizeof *z);
+        float *one = malloc((size_t)n * rows * sizeof *one);
+        run_matmul(k, &m, y, rows, x, cols, n, 0, rows);
+        e4m3act = 0;
+        run_matmul(k, &m, z, rows, x, cols, n, 0, rows);
+        e4m3act = 1;
+        run_matmul(k, &m, one, rows, x, cols, 1, 0, rows);
+        for (int r = 0; r < rows; r++) {
+            int fallback = f == FP4 ? (r == 3 || r == 5) : r >= 128;
+            for (int t = 0; t < n; t++) {
+                if (fallback) {
+                    float a = y[t * rows + r], b = z[t * rows + r];
+                    assert_true(memcmp(&a, &b, sizeof a) == 0);
+                } else {
+                    double mag = 0;
+                    for (int c = 0; c < cols; c++)
+                        mag += fabs(mat_at(&m, r, c) * x[t * cols + c]);
+                    assert_true(fabs((double)y[t * rows + r] - z[t * rows + r]) <= REL_TOL * mag);
+                }
+            }
+            assert_true(memcmp(&y[r], &one[r], sizeof *y) == 0);
+        }
+        free(x);
+        free(y);
+        free(z);
+        free(one);
+        free_mat(&m);
+    }
+    e4m3act = 0;
 }
 
 /* ---- attention ---- */
@@ -797,6 +900,8 @@ int main(void)
         cmocka_unit_test(test_index_scores),
         cmocka_unit_test(test_index_scores_fp4),
         cmocka_unit_test(test_simd_paths_bitwise),
+        cmocka_unit_test(test_e4m3act),
+        cmocka_unit_test(test_e4m3act_scale_range),
         cmocka_unit_test(test_attend),
         cmocka_unit_test(test_attend_bf16_probs_by_hand),
         cmocka_unit_test(test_attend_edges),

@@ -144,14 +144,15 @@ static float *make_x(size_t count)
     return x;
 }
 
-/* n tokens through every copy once; the best of a few passes. */
-static double time_matmul(mats *M, int n, const float *X, float *Y, int passes)
+/* n tokens through every copy once; the best of a few passes. e4m3act: the
+ * release-numerics entry (activations FP8-simulated, bf16 products). */
+static double time_matmul(mats *M, int n, const float *X, float *Y, int passes, int e4m3act)
 {
     double best = 1e30;
     for (int p = 0; p < passes; p++) {
         double t0 = now();
         for (int i = 0; i < M->copies; i++)
-            linear_matmul(K, &M->m[i], Y, X, n);
+            (e4m3act ? linear_matmul_e4m3act : linear_matmul)(K, &M->m[i], Y, X, n);
         double t = (now() - t0) / M->copies;
         if (t < best)
             best = t;
@@ -164,6 +165,8 @@ static const char *fmt_label(dsv4_wformat f)
     return f == DSV4_WF_FP4 ? "fp4" : f == DSV4_WF_FP8 ? "fp8" : f == DSV4_WF_BF16 ? "bf16" : "f32";
 }
 
+static double bf16_peak;
+
 static void bench_matmul(const char *model, const char *name, dsv4_wformat fmt, int rows, int cols,
                          double bw, double fma_peak)
 {
@@ -172,14 +175,28 @@ static void bench_matmul(const char *model, const char *name, dsv4_wformat fmt, 
     char kernel[64], shape[64];
     snprintf(kernel, sizeof kernel, "matvec_%s", fmt_label(fmt));
     snprintf(shape, sizeof shape, "%s %s [%dx%d]", model, name, rows, cols);
-    double t = time_matmul(&M, 1, X, Y, quick ? 2 : 4);
+    double t = time_matmul(&M, 1, X, Y, quick ? 2 : 4, 0);
     report(kernel, shape, K->isa, t, (double)M.bytes / t / 1e9, bw, "GB/s");
     /* 64 tokens: compute-bound; a few copies are enough (reuse is in-cache). */
     mats M64 = M;
     M64.copies = M.copies < 4 ? M.copies : 4;
-    t = time_matmul(&M64, 64, X, Y, quick ? 1 : 3);
+    t = time_matmul(&M64, 64, X, Y, quick ? 1 : 3, 0);
     snprintf(kernel, sizeof kernel, "matmul64_%s", fmt_label(fmt));
     report(kernel, shape, K->isa, t, 2.0 * rows * cols * 64 / t / 1e9, fma_peak, "GFLOP/s");
+    if (fmt == DSV4_WF_FP8 || fmt == DSV4_WF_FP4) {
+        /* release numerics: the same shapes through the e4m3act entries; where
+         * those multiply in bf16 the compute ceiling is the BF16 dot peak */
+        int bf16_path = K->matmul_fp8_e4m3act != K->matmul_fp8;
+        for (int i = 0; i < 64; i++)
+            fmt_act_quant_sim(X + (size_t)i * cols, (size_t)cols, 128);
+        t = time_matmul(&M, 1, X, Y, quick ? 2 : 4, 1);
+        snprintf(kernel, sizeof kernel, "matvec_%s_e4m3act", fmt_label(fmt));
+        report(kernel, shape, K->isa, t, (double)M.bytes / t / 1e9, bw, "GB/s");
+        t = time_matmul(&M64, 64, X, Y, quick ? 1 : 3, 1);
+        snprintf(kernel, sizeof kernel, "matmul64_%s_e4m3act", fmt_label(fmt));
+        report(kernel, shape, K->isa, t, 2.0 * rows * cols * 64 / t / 1e9,
+               bf16_path && bf16_peak > 0 ? bf16_peak : fma_peak, "GFLOP/s");
+    }
     free(X);
     free(Y);
     free_mats(&M);
@@ -318,7 +335,7 @@ int main(int argc, char **argv)
     double vnni = roofline_vnni_gops(0);
     if (vnni > 0)
         report("probe_vnni_int8", "zmm vpdpbusd", "avx512", 0, vnni, vnni, "GOP/s");
-    double bf16 = roofline_bf16_gflops(0);
+    double bf16 = bf16_peak = roofline_bf16_gflops(0);
     if (bf16 > 0)
         report("probe_bf16_dot", "zmm vdpbf16ps", "avx512", 0, bf16, bf16, "GFLOP/s");
     double amx = roofline_amx_bf16_gflops(0);

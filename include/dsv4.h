@@ -57,6 +57,48 @@ void dsv4_session_reset(dsv4_session *session);
 int dsv4_session_feed(dsv4_session *session, const int32_t *tokens, int n,
                       float *logits, int all_logits, dsv4_error *err);
 
+/* ---- Many sessions stepped together ----
+ * One token for each of n distinct sessions of the same engine (n <= DSV4_BATCH_MAX).
+ * Every weight matrix is read once for the whole batch (each routed expert once
+ * for all the tokens routed to it); only the attention core runs per session,
+ * against that session's state. Each session advances by one position. logits,
+ * if not NULL, receive [n][vocab]. The results are exactly those of feeding
+ * each session its token alone. */
+#define DSV4_BATCH_MAX 64
+int dsv4_batch_step(dsv4_session *const *sessions, const int32_t *tokens, int n,
+                    float *logits, dsv4_error *err);
+
+/* ---- Speed accounting, per session ----
+ * Counted on every feed / batch step: tokens, wall seconds, bytes of weights
+ * read (each matrix once per forward call that reads it: attention, the shared
+ * expert, the routed experts actually chosen, mHC mixes, embedding rows, the
+ * head) and FLOPs (2 per multiply-add of the linears and the attention core).
+ * A batch step's work is split evenly over its sessions. With profiling on,
+ * part_seconds also splits the time by part (off: zero cost, zeros). */
+typedef enum {
+    DSV4_PROF_ATTN_WINDOW, DSV4_PROF_ATTN_CSA, DSV4_PROF_ATTN_HCA, /* attention by layer kind, */
+    DSV4_PROF_INDEXER, DSV4_PROF_COMPRESSOR,                         /* without these two */
+    DSV4_PROF_MOE_ROUTED,  /* routing and the routed experts */
+    DSV4_PROF_MOE_SHARED,
+    DSV4_PROF_HC,          /* mHC mixes, pre/post, the sub-layer norms */
+    DSV4_PROF_HEAD,        /* hc head, final norm, logits */
+    DSV4_PROF_OTHER,       /* the rest: embedding, bookkeeping */
+    DSV4_PROF_COUNT
+} dsv4_prof_part;
+
+typedef struct {
+    double tokens;
+    double seconds;
+    double weight_bytes;
+    double flops;
+    double part_seconds[DSV4_PROF_COUNT];
+} dsv4_stats;
+
+const char *dsv4_prof_part_name(int part);
+void dsv4_session_set_profiling(dsv4_session *session, int on);
+void dsv4_session_stats(const dsv4_session *session, dsv4_stats *out);
+void dsv4_session_stats_reset(dsv4_session *session);
+
 /* Sampling from logits: temperature 0 = greedy (ties to the lower id);
  * else softmax(logits / temperature) restricted to the smallest set of top
  * tokens whose probability reaches top_p. Deterministic for a given seed. */

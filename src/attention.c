@@ -44,6 +44,7 @@
 #include "indexer.h"
 #include "linear.h"
 #include "model.h"
+#include "profile.h"
 #include "rope.h"
 #include "../simd/formats.h"
 
@@ -226,7 +227,10 @@ static int is_quantized(const dsv4_linear *W)
 static void project(const dsv4_kernels *k, const dsv4_linear *W, float *Y, const float *x, const float *xq,
                     int n, int release)
 {
-    linear_matmul(k, W, Y, release && is_quantized(W) ? xq : x, n);
+    if (release && is_quantized(W))
+        linear_matmul_e4m3act(k, W, Y, xq, n); /* xq is FP8-simulated: exact bf16 products */
+    else
+        linear_matmul(k, W, Y, x, n);
     if (release)
         fmt_round_bf16_array(Y, (size_t)n * W->rows);
 }
@@ -262,7 +266,7 @@ static void head_norm_bf16(float *q, int dim, float eps)
 
 /* Step 1: everything that depends on one token only, batched over the chunk. */
 static void project_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, attn_state *st,
-                          const float *x, int n, int release)
+                          const float *x, int n, int release, prof_counters *prof)
 {
     const dsv4_config *c = &e->cfg;
     const dsv4_kernels *k = e->k;
@@ -274,6 +278,9 @@ static void project_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, att
         xin = st->xb;
     }
 
+    prof_linear(prof, &L->wq_a, n);
+    prof_linear(prof, &L->wq_b, n);
+    prof_linear(prof, &L->wkv, n);
     project(k, &L->wq_a, st->qr, xin, st->xq, n, release);
     rmsnorm_rows(st->qr, L->q_norm, n, c->q_lora_rank, c->norm_eps, release);
     if (release)
@@ -293,11 +300,20 @@ static void project_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, att
     if (st->kind == DSV4_LAYER_WINDOW)
         return;
     /* Compressor projections stay fp32 in both numerics (fp32 weights in the reference). */
+    double t0 = prof_begin(prof);
+    prof_linear(prof, &L->compressor.wkv, n);
+    prof_linear(prof, &L->compressor.wgate, n);
     linear_matmul(k, &L->compressor.wkv, st->ca, xin, n);
     linear_matmul(k, &L->compressor.wgate, st->cg, xin, n);
+    prof_end(prof, DSV4_PROF_COMPRESSOR, t0);
     if (st->kind != DSV4_LAYER_CSA)
         return;
+    t0 = prof_begin(prof);
     const dsv4_indexer_weights *I = &L->indexer;
+    prof_linear(prof, &I->wq_b, n);
+    prof_linear(prof, &I->weights_proj, n);
+    prof_linear(prof, &I->compressor.wkv, n);
+    prof_linear(prof, &I->compressor.wgate, n);
     project(k, &I->wq_b, st->iq, st->qr, st->qrq, n, release);
     project(k, &I->weights_proj, st->iw, xin, st->xq, n, release);
     for (int i = 0; i < n; i++)
@@ -305,6 +321,7 @@ static void project_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, att
                               release);
     linear_matmul(k, &I->compressor.wkv, st->ia, xin, n);
     linear_matmul(k, &I->compressor.wgate, st->ig, xin, n);
+    prof_end(prof, DSV4_PROF_INDEXER, t0);
 }
 
 /* RoPE on the last rope_dim dims of each of n_vec vectors of length dim. */
@@ -322,14 +339,14 @@ static void rope_vectors(float *v, int n_vec, int dim, int rope_dim, const float
 /* Step 2 for the CSA indexer of token i (position t): its compressor may emit
  * a key, then the query scores every visible key and keeps the top k.
  * Returns how many entries are selected (in st->selected). */
-static int index_token(const dsv4_engine *e, const dsv4_layer_weights *L, attn_state *st, int i, long t,
-                       const float *inv_freq, int release)
+static int index_token(const dsv4_engine *e, const dsv4_layer_weights *L, attn_state *st, const attn_state *sc,
+                       int i, long t, const float *inv_freq, int release)
 {
     const dsv4_config *c = &e->cfg;
     const dsv4_indexer_weights *I = &L->indexer;
     int id = c->index_head_dim, ih = c->index_n_heads;
     float *key = st->index_keys + (size_t)st->n_index_keys * id;
-    if (compressor_push(&st->index_comp, t, st->ia + (size_t)i * 2 * id, st->ig + (size_t)i * 2 * id,
+    if (compressor_push(&st->index_comp, t, sc->ia + (size_t)i * 2 * id, sc->ig + (size_t)i * 2 * id,
                         I->compressor.ape, key)) {
         long entry_pos = t + 1 - st->ratio;
         rope_cos_sin(st->cos_e, st->sin_e, inv_freq, c->rope_dim / 2, entry_pos);
@@ -340,22 +357,23 @@ static int index_token(const dsv4_engine *e, const dsv4_layer_weights *L, attn_s
     int visible = st->n_index_keys;
     if (visible == 0)
         return 0;
-    float *iq = st->iq + (size_t)i * ih * id;
+    float *iq = sc->iq + (size_t)i * ih * id;
     indexer_prepare_query(iq, ih, id, c->rope_dim, st->cos_t, st->sin_t, release);
-    indexer_scores(e->k, st->scores, iq, st->iw + (size_t)i * ih, st->index_keys, visible, ih, id, release);
+    indexer_scores(e->k, st->scores, iq, sc->iw + (size_t)i * ih, st->index_keys, visible, ih, id, release);
     return indexer_select(st->selected, st->scores, visible, c->index_topk, st->topk_scratch);
 }
 
-/* Step 2: token i of the chunk, at position t, against the layer's state. */
-static void attend_token(const dsv4_engine *e, const dsv4_layer_weights *L, attn_state *st, int i, long t,
-                         int release)
+/* Step 2: row i of sc's projections, the token at position t of the sequence
+ * whose state is st (sc == st for a chunk of one sequence). */
+static void attend_token(const dsv4_engine *e, const dsv4_layer_weights *L, attn_state *st, attn_state *sc,
+                         int i, long t, int release, prof_counters *prof)
 {
     const dsv4_config *c = &e->cfg;
     int hd = c->head_dim, H = c->n_heads, rd = c->rope_dim, win = c->window;
     const float *inv_freq = st->kind == DSV4_LAYER_WINDOW ? e->tables->inv_freq_window
                                                           : e->tables->inv_freq_compressed;
-    float *q = st->q + (size_t)i * H * hd;
-    float *kv = st->kv + (size_t)i * hd;
+    float *q = sc->q + (size_t)i * H * hd;
+    float *kv = sc->kv + (size_t)i * hd;
 
     rope_cos_sin(st->cos_t, st->sin_t, inv_freq, rd / 2, t);
     rope_vectors(q, H, hd, rd, st->cos_t, st->sin_t, 0, release);
@@ -365,12 +383,16 @@ static void attend_token(const dsv4_engine *e, const dsv4_layer_weights *L, attn
     memcpy(st->window + (size_t)(t % win) * hd, kv, (size_t)hd * sizeof *kv);
 
     int n_selected = 0;
-    if (st->kind == DSV4_LAYER_CSA)
-        n_selected = index_token(e, L, st, i, t, inv_freq, release);
+    double t0 = prof_begin(prof);
+    if (st->kind == DSV4_LAYER_CSA) {
+        n_selected = index_token(e, L, st, sc, i, t, inv_freq, release);
+        prof_end(prof, DSV4_PROF_INDEXER, t0);
+        t0 = prof_begin(prof);
+    }
     if (st->kind != DSV4_LAYER_WINDOW) {
         float *entry = st->entries + (size_t)st->n_entries * hd;
         int cw = (st->kind == DSV4_LAYER_CSA ? 2 : 1) * hd;
-        if (compressor_push(&st->comp, t, st->ca + (size_t)i * cw, st->cg + (size_t)i * cw,
+        if (compressor_push(&st->comp, t, sc->ca + (size_t)i * cw, sc->cg + (size_t)i * cw,
                             L->compressor.ape, entry)) {
             /* RoPE at the window's first position. */
             rope_cos_sin(st->cos_e, st->sin_e, inv_freq, rd / 2, t + 1 - st->ratio);
@@ -378,6 +400,7 @@ static void attend_token(const dsv4_engine *e, const dsv4_layer_weights *L, attn
                                     release, 0);
             st->n_entries++;
         }
+        prof_end(prof, DSV4_PROF_COMPRESSOR, t0);
     }
 
     int n_rows = 0;
@@ -392,7 +415,9 @@ static void attend_token(const dsv4_engine *e, const dsv4_layer_weights *L, attn
             st->kv_rows[n_rows++] = st->entries + (size_t)st->selected[j] * hd;
     }
 
-    float *o = st->o + (size_t)i * H * hd;
+    if (prof)
+        prof->s.flops += 4.0 * H * hd * n_rows;
+    float *o = sc->o + (size_t)i * H * hd;
     const dsv4_kernels *k = e->k;
     const float *const *rows = st->kv_rows;
     float scale = 1.0f / sqrtf((float)hd);
@@ -406,11 +431,13 @@ static void attend_token(const dsv4_engine *e, const dsv4_layer_weights *L, attn
 
 /* Step 3: grouped low-rank output projection, batched over the chunk. */
 static void output_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, attn_state *st, int n, float *out,
-                         int release)
+                         int release, prof_counters *prof)
 {
     const dsv4_config *c = &e->cfg;
     int G = c->o_groups, r = c->o_lora_rank;
     size_t qdim = (size_t)c->n_heads * c->head_dim, gdim = qdim / G;
+    prof_linear(prof, &L->wo_a, n);
+    prof_linear(prof, &L->wo_b, n);
     for (int g = 0; g < G; g++)
         linear_matmul_rows(e->k, &L->wo_a, st->oa, (size_t)G * r, st->o + g * gdim, qdim, n, g * r, (g + 1) * r);
     if (release) {
@@ -419,9 +446,32 @@ static void output_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, attn
             for (int i = 0; i < n; i++)
                 fmt_act_quant_sim(st->oa + (size_t)i * G * r, (size_t)G * r, 128);
     }
-    linear_matmul(e->k, &L->wo_b, out, st->oa, n);
+    if (release && is_quantized(&L->wo_b))
+        linear_matmul_e4m3act(e->k, &L->wo_b, out, st->oa, n);
+    else
+        linear_matmul(e->k, &L->wo_b, out, st->oa, n);
     if (release)
         fmt_round_bf16_array(out, (size_t)n * c->dim);
+}
+
+void attention_project(const dsv4_engine *e, int layer, attn_state *sc, const float *x, int n,
+                       prof_counters *prof)
+{
+    project_chunk(e, &e->w.layers[layer], sc, x, n, e->opt.numerics == DSV4_NUMERICS_RELEASE, prof);
+}
+
+int attention_core(const dsv4_engine *e, int layer, attn_state *st, attn_state *sc, int i, prof_counters *prof)
+{
+    if (layer != st->layer || layer != sc->layer || st->n_seen >= st->max_tokens || i < 0 || i >= sc->max_chunk)
+        return -1;
+    attend_token(e, &e->w.layers[layer], st, sc, i, st->n_seen, e->opt.numerics == DSV4_NUMERICS_RELEASE, prof);
+    st->n_seen++;
+    return 0;
+}
+
+void attention_output(const dsv4_engine *e, int layer, attn_state *sc, int n, float *out, prof_counters *prof)
+{
+    output_chunk(e, &e->w.layers[layer], sc, n, out, e->opt.numerics == DSV4_NUMERICS_RELEASE, prof);
 }
 
 void attention_forward(const dsv4_engine *e, int layer, attn_state *st,
@@ -437,9 +487,9 @@ void attention_forward(const dsv4_engine *e, int layer, attn_state *st,
             memset(out, 0, (size_t)n * e->cfg.dim * sizeof *out);
         return;
     }
-    project_chunk(e, L, st, x, n, release);
+    project_chunk(e, L, st, x, n, release, NULL);
     for (int i = 0; i < n; i++)
-        attend_token(e, L, st, i, (long)pos0 + i, release);
-    output_chunk(e, L, st, n, out, release);
+        attend_token(e, L, st, st, i, (long)pos0 + i, release, NULL);
+    output_chunk(e, L, st, n, out, release, NULL);
     st->n_seen += n;
 }

@@ -20,4 +20,23 @@ void attn_state_reset(attn_state *st);
 void attention_forward(const dsv4_engine *e, int layer, attn_state *st,
                        const float *x, int n, int pos0, float *out);
 
+/* The same in three phases, so that the tokens of many sequences can share
+ * the projections (every matrix read once for all of them) while each token's
+ * attention core runs against its own sequence's state. sc is the state whose
+ * chunk scratch holds the rows (any state of this layer with max_chunk >= n).
+ *   1. attention_project: x [n][dim] -> the projections of the n rows, in sc;
+ *   2. attention_core: row i of sc, as the next token (position st's tokens
+ *      seen so far) of the sequence whose state is st; rows of one sequence
+ *      must be passed in order. -1 (nothing done) if st is full or i is out of range;
+ *   3. attention_output: the output projection of the n rows -> out [n][dim].
+ * prof (may be NULL) counts weight bytes, FLOPs and, if enabled, the indexer's and
+ * compressors' time. */
+struct prof_counters; /* profile.h */
+void attention_project(const dsv4_engine *e, int layer, attn_state *sc, const float *x, int n,
+                       struct prof_counters *prof);
+int attention_core(const dsv4_engine *e, int layer, attn_state *st, attn_state *sc, int i,
+                   struct prof_counters *prof);
+void attention_output(const dsv4_engine *e, int layer, attn_state *sc, int n, float *out,
+                      struct prof_counters *prof);
+
 #endif

@@ -24,4 +24,24 @@ void forward_state_reset(forward_state *st);
 void model_forward(const dsv4_engine *e, forward_state *st, const int32_t *tokens, int n, int pos0,
                    float *logits, int all_logits);
 
+/* What a public dsv4_session is (session.c, batch.c). */
+struct dsv4_session {
+    dsv4_engine *engine;
+    forward_state *state;
+    int max_tokens;
+    int position;       /* tokens already fed */
+};
+
+/* Tokens the sequence has run. */
+long forward_state_position(const forward_state *st);
+/* The sequence's speed accounting (profile.h); a batch step counts in its first state's. */
+struct prof_counters *forward_state_profile(forward_state *st);
+
+/* One token for each of n distinct sequences (n <= FORWARD_CHUNK), ids
+ * already validated, each at its own next position: every matrix is read once
+ * for all n rows; the attention core runs per sequence against its own state.
+ * states[0]'s scratch serves the whole step. logits: NULL or [n][vocab]. */
+void model_forward_batch(const dsv4_engine *e, forward_state *const *states, const int32_t *tokens, int n,
+                         float *logits);
+
 #endif

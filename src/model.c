@@ -29,6 +29,7 @@
 #include "hc.h"
 #include "linear.h"
 #include "moe.h"
+#include "profile.h"
 #include "rope.h"
 
 int model_tables_new(model_tables **out, const dsv4_config *cfg, dsv4_error *err)
@@ -71,7 +72,19 @@ struct forward_state {
     float *pre, *post;       /* [chunk][hc] */
     float *comb;             /* [chunk][hc*hc] */
     float *u, *normed, *f;   /* [chunk][dim]: collapsed input, its norm, sub-layer output */
+    prof_counters prof;      /* this sequence's speed accounting */
+    long position;           /* tokens of the sequence run so far */
 };
+
+long forward_state_position(const forward_state *st)
+{
+    return st->position;
+}
+
+prof_counters *forward_state_profile(forward_state *st)
+{
+    return &st->prof;
+}
 
 void forward_state_free(forward_state *st)
 {
@@ -138,6 +151,7 @@ int forward_state_new(forward_state **out, const dsv4_engine *e, int max_tokens,
         forward_state_free(st);
         return -1;
     }
+    moe_set_profile(st->moe, &st->prof);
     *out = st;
     return 0;
 }
@@ -146,6 +160,7 @@ void forward_state_reset(forward_state *st)
 {
     for (int l = 0; l < st->n_layers; l++)
         attn_state_reset(st->attn[l]);
+    st->position = 0;
 }
 
 static void round_if_release(const dsv4_engine *e, float *x, size_t n)
@@ -174,6 +189,8 @@ static void swap_streams(forward_state *st)
 static void hc_collapse(const dsv4_engine *e, forward_state *st, const dsv4_hc_weights *hw,
                         const float *norm_w, int n)
 {
+    double rows = (2.0 + e->cfg.hc_mult) * e->cfg.hc_mult, cols = (double)e->cfg.hc_mult * e->cfg.dim;
+    prof_bytes(&st->prof, rows * cols * sizeof(float), 2.0 * rows * cols * n);
     hc_pre(e, hw, st->X, n, st->hc_scratch, st->mixes, st->pre, st->post, st->comb, st->u);
     round_if_release(e, st->u, (size_t)n * e->cfg.dim);
     rmsnorm_rows(e, st->normed, st->u, norm_w, n);
@@ -194,40 +211,101 @@ static void compute_logits(const dsv4_engine *e, forward_state *st, const float 
     hc_head(e, X, n, st->hc_scratch, st->mixes, st->u);
     round_if_release(e, st->u, (size_t)n * dim);
     rmsnorm_rows(e, st->normed, st->u, e->w.norm, n);
+    prof_linear(&st->prof, &e->w.head, n);
+    prof_bytes(&st->prof, (double)e->cfg.hc_mult * e->cfg.hc_mult * dim * sizeof(float), 0);
     linear_matmul(e->k, &e->w.head, logits, st->normed, n);
+}
+
+static const int kind_part[] = {
+    [DSV4_LAYER_WINDOW] = DSV4_PROF_ATTN_WINDOW, [DSV4_LAYER_CSA] = DSV4_PROF_ATTN_CSA, [DSV4_LAYER_HCA] = DSV4_PROF_ATTN_HCA};
+
+/* The layer loop over n rows; sc holds the scratch (and counts), row i is the
+ * next token of the sequence whose state is rows[i]. Rows of one sequence
+ * are consecutive tokens in order. logits: [n][vocab] for every row, or the
+ * last row only. */
+static void forward_rows(const dsv4_engine *e, forward_state *sc, forward_state *const *rows,
+                         const int32_t *tokens, int n, float *logits, int all_logits)
+{
+    const dsv4_config *c = &e->cfg;
+    int hc = c->hc_mult, dim = c->dim;
+    prof_counters *prof = &sc->prof;
+    double t_start = prof_now(), t0 = t_start;
+
+    for (int t = 0; t < n; t++) {
+        float *x0 = sc->X + (size_t)t * hc * dim;
+        linear_row(&e->w.embed, tokens[t], x0);
+        for (int a = 1; a < hc; a++)
+            memcpy(x0 + (size_t)a * dim, x0, (size_t)dim * sizeof(float));
+        prof_bytes(prof, prof_linear_bytes(&e->w.embed) / e->w.embed.rows, 0);
+    }
+
+    for (int l = 0; l < c->n_layers; l++) {
+        const dsv4_layer_weights *lw = &e->w.layers[l];
+        attn_state *sa = sc->attn[l];
+
+        t0 = prof_begin(prof);
+        hc_collapse(e, sc, &lw->hc_attn, lw->attn_norm, n);
+        prof_end(prof, DSV4_PROF_HC, t0);
+
+        t0 = prof_begin(prof);
+        double inner = prof->s.part_seconds[DSV4_PROF_INDEXER] + prof->s.part_seconds[DSV4_PROF_COMPRESSOR];
+        attention_project(e, l, sa, sc->normed, n, prof);
+        for (int i = 0; i < n; i++)
+            attention_core(e, l, rows[i]->attn[l], sa, i, prof);
+        attention_output(e, l, sa, n, sc->f, prof);
+        if (prof->enabled) {
+            inner = prof->s.part_seconds[DSV4_PROF_INDEXER] + prof->s.part_seconds[DSV4_PROF_COMPRESSOR] - inner;
+            prof->s.part_seconds[kind_part[c->kind[l]]] += prof_now() - t0 - inner;
+        }
+
+        t0 = prof_begin(prof);
+        hc_expand(e, sc, n);
+        hc_collapse(e, sc, &lw->hc_ffn, lw->ffn_norm, n);
+        prof_end(prof, DSV4_PROF_HC, t0);
+
+        moe_forward(e, l, sc->moe, sc->normed, tokens, n, sc->f);
+
+        t0 = prof_begin(prof);
+        hc_expand(e, sc, n);
+        prof_end(prof, DSV4_PROF_HC, t0);
+    }
+
+    t0 = prof_begin(prof);
+    if (logits && all_logits)
+        compute_logits(e, sc, sc->X, n, logits);
+    else if (logits)
+        compute_logits(e, sc, sc->X + (size_t)(n - 1) * hc * dim, 1, logits);
+    prof_end(prof, DSV4_PROF_HEAD, t0);
+
+    for (int i = 0; i < n; i++)
+        rows[i]->position++;
+    double total = prof_now() - t_start;
+    prof->s.seconds += total;
+    prof->s.tokens += n;
+    if (prof->enabled) {
+        double known = 0;
+        for (int p = 0; p < DSV4_PROF_OTHER; p++)
+            known += prof->s.part_seconds[p];
+        /* "other" is what the parts do not cover, kept as a running remainder. */
+        prof->s.part_seconds[DSV4_PROF_OTHER] = prof->s.seconds - known;
+    }
 }
 
 void model_forward(const dsv4_engine *e, forward_state *st, const int32_t *tokens, int n, int pos0,
                    float *logits, int all_logits)
 {
-    const dsv4_config *c = &e->cfg;
-    int hc = c->hc_mult, dim = c->dim;
-    if (n <= 0)
+    forward_state *rows[FORWARD_CHUNK];
+    if (n <= 0 || n > FORWARD_CHUNK || pos0 != forward_state_position(st))
         return;
+    for (int i = 0; i < n; i++)
+        rows[i] = st;
+    forward_rows(e, st, rows, tokens, n, logits, all_logits);
+}
 
-    for (int t = 0; t < n; t++) {
-        float *x0 = st->X + (size_t)t * hc * dim;
-        linear_row(&e->w.embed, tokens[t], x0);
-        for (int a = 1; a < hc; a++)
-            memcpy(x0 + (size_t)a * dim, x0, (size_t)dim * sizeof(float));
-    }
-
-    for (int l = 0; l < c->n_layers; l++) {
-        const dsv4_layer_weights *lw = &e->w.layers[l];
-
-        hc_collapse(e, st, &lw->hc_attn, lw->attn_norm, n);
-        attention_forward(e, l, st->attn[l], st->normed, n, pos0, st->f);
-        hc_expand(e, st, n);
-
-        hc_collapse(e, st, &lw->hc_ffn, lw->ffn_norm, n);
-        moe_forward(e, l, st->moe, st->normed, tokens, n, st->f);
-        hc_expand(e, st, n);
-    }
-
-    if (!logits)
+void model_forward_batch(const dsv4_engine *e, forward_state *const *states, const int32_t *tokens, int n,
+                         float *logits)
+{
+    if (n <= 0 || n > FORWARD_CHUNK)
         return;
-    if (all_logits)
-        compute_logits(e, st, st->X, n, logits);
-    else
-        compute_logits(e, st, st->X + (size_t)(n - 1) * hc * dim, 1, logits);
+    forward_rows(e, states[0], states, tokens, n, logits, 1);
 }

@@ -25,6 +25,7 @@
 #include "../simd/formats.h"
 #include "error.h"
 #include "linear.h"
+#include "profile.h"
 
 struct moe_scratch {
     int max_chunk;
@@ -42,7 +43,13 @@ struct moe_scratch {
     float *gate, *up;   /* [max_chunk][inter] */
     float *down;        /* [max_chunk][dim] */
     float *routed;      /* [max_chunk][dim] */
+    prof_counters *prof;/* where moe_forward counts (moe_set_profile); may be NULL */
 };
+
+void moe_set_profile(moe_scratch *s, struct prof_counters *prof)
+{
+    s->prof = prof;
+}
 
 void moe_scratch_free(moe_scratch *s)
 {
@@ -189,8 +196,15 @@ static void swiglu(const dsv4_engine *e, const dsv4_expert_weights *ew, moe_scra
 {
     int inter = ew->w1.rows;
     float limit = e->cfg.swiglu_limit;
-    linear_matmul(e->k, &ew->w1, s->gate, X, m);
-    linear_matmul(e->k, &ew->w3, s->up, X, m);
+    prof_linear(s->prof, &ew->w1, m);
+    prof_linear(s->prof, &ew->w3, m);
+    prof_linear(s->prof, &ew->w2, m);
+    /* X is FP8-simulated exactly when w1 quantizes its input (moe_forward):
+     * then the FP8/FP4 products may be taken in bf16, exactly. */
+    void (*mm)(const dsv4_kernels *, const dsv4_linear *, float *, const float *, int) =
+        quantizes_input(e, &ew->w1) ? linear_matmul_e4m3act : linear_matmul;
+    mm(e->k, &ew->w1, s->gate, X, m);
+    mm(e->k, &ew->w3, s->up, X, m);
     if (is_release(e)) {
         fmt_round_bf16_array(s->gate, (size_t)m * inter);
         fmt_round_bf16_array(s->up, (size_t)m * inter);
@@ -214,7 +228,7 @@ static void swiglu(const dsv4_engine *e, const dsv4_expert_weights *ew, moe_scra
         if (quantizes_input(e, &ew->w2))
             act_quant_rows(s->gate, m, inter);
     }
-    linear_matmul(e->k, &ew->w2, out, s->gate, m);
+    (quantizes_input(e, &ew->w2) ? linear_matmul_e4m3act : linear_matmul)(e->k, &ew->w2, out, s->gate, m);
     if (is_release(e))
         fmt_round_bf16_array(out, (size_t)m * e->cfg.dim);
 }
@@ -228,6 +242,8 @@ void moe_forward(const dsv4_engine *e, int layer, moe_scratch *s, const float *x
     if (n <= 0)
         return;
 
+    double t0 = prof_begin(s->prof);
+    prof_linear(s->prof, &lw->gate, n);
     route(e, layer, s, x, tokens, n);
     group_by_expert(e, s, n);
 
@@ -265,6 +281,8 @@ void moe_forward(const dsv4_engine *e, int layer, moe_scratch *s, const float *x
         }
     }
 
+    prof_end(s->prof, DSV4_PROF_MOE_ROUTED, t0);
+    t0 = prof_begin(s->prof);
     if (lw->shared.w1.fmt != DSV4_WF_NONE) {
         const float *src = quantizes_input(e, &lw->shared.w1) ? s->xq : x;
         swiglu(e, &lw->shared, s, src, n, NULL, out);
@@ -275,4 +293,5 @@ void moe_forward(const dsv4_engine *e, int layer, moe_scratch *s, const float *x
     }
     if (is_release(e))
         fmt_round_bf16_array(out, (size_t)n * dim);
+    prof_end(s->prof, DSV4_PROF_MOE_SHARED, t0);
 }

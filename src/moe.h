@@ -16,4 +16,8 @@ void moe_scratch_free(moe_scratch *s);
 void moe_forward(const dsv4_engine *e, int layer, moe_scratch *s, const float *x,
                  const int32_t *tokens, int n, float *out);
 
+/* Where moe_forward counts weight bytes, FLOPs and (if enabled) its time; NULL: nowhere. */
+struct prof_counters; /* profile.h */
+void moe_set_profile(moe_scratch *s, struct prof_counters *prof);
+
 #endif

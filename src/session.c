@@ -3,17 +3,13 @@
 #include "dsv4.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "engine.h"
 #include "error.h"
 #include "forward.h"
+#include "profile.h"
 
-struct dsv4_session {
-    dsv4_engine *engine;
-    forward_state *state;
-    int max_tokens;
-    int position;       /* tokens already fed */
-};
 
 int dsv4_session_new(dsv4_session **out, dsv4_engine *engine, int max_tokens, dsv4_error *err)
 {
@@ -87,4 +83,19 @@ int dsv4_session_feed(dsv4_session *session, const int32_t *tokens, int n,
         session->position += len;
     }
     return 0;
+}
+
+void dsv4_session_set_profiling(dsv4_session *session, int on)
+{
+    forward_state_profile(session->state)->enabled = on != 0;
+}
+
+void dsv4_session_stats(const dsv4_session *session, dsv4_stats *out)
+{
+    *out = forward_state_profile(session->state)->s;
+}
+
+void dsv4_session_stats_reset(dsv4_session *session)
+{
+    memset(&forward_state_profile(session->state)->s, 0, sizeof(dsv4_stats));
 }

@@ -33,7 +33,8 @@ $(BUILD)/libdsv4.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/dsv4: $(CLI_OBJ) $(BUILD)/libdsv4.a
+# dsv4 bench measures the machine's ceilings with the roofline probes.
+$(BUILD)/dsv4: $(CLI_OBJ) $(BUILD)/bench/roofline.o $(BUILD)/libdsv4.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libdsv4.a $(wildcard tests/*.h)
@@ -72,14 +73,19 @@ clean:
 .PHONY: all tests deps test asan clean
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
 
-# The main job, until the trained demo model lands: load a fixture model
-# (tiny, random weights), validate it, and generate from a token prompt.
-DEMO_MODEL := tests/fixtures/real_ratios
+# The main job: the built-in trained model (models/v4-tiny-en, see its MODEL_CARD.md)
+# reads each held-out World Factbook profile in docs/demo/ and writes its summary,
+# streamed as it is generated. DEMO_N tokens each; DEMO_FLAGS adds dsv4 run options.
+DEMO_MODEL := models/v4-tiny-en
+DEMO_N     ?= 60
+DEMO_FLAGS ?=
 demo: deps
 	$(MAKE) all
 	$(BUILD)/dsv4 inspect -m $(DEMO_MODEL)
-	head -n 64 $(DEMO_MODEL)/tokens.txt > $(BUILD)/demo-prompt.txt
-	$(BUILD)/dsv4 run -m $(DEMO_MODEL) --tokens $(BUILD)/demo-prompt.txt -n 32
+	@for doc in docs/demo/*.txt; do \
+	  printf '\n==== %s (%s bytes) ====\n... %s\n\nSummary:' "$$doc" "$$(wc -c <"$$doc")" "$$(tail -n 2 "$$doc" | head -n 1 | cut -c1-100)"; \
+	  $(BUILD)/dsv4 run -m $(DEMO_MODEL) -n $(DEMO_N) $(DEMO_FLAGS) -p "$$(cat "$$doc")$$(printf '\n\nSummary:')" || exit 1; \
+	done
 .PHONY: demo
 
 # Kernel benchmarks (not part of `make test`). Only libgomp and libm, so the

@@ -6,12 +6,14 @@
 #include <time.h>
 
 #include "common_opts.h"
+#include "default_model.h"
 
 enum { OPT_LOSSY = OPT_COMMAND };
 
 static const char *help =
-    "usage: dsv4 run -m DIR (-p TEXT | --tokens FILE) [options]\n"
+    "usage: dsv4 run [-m DIR] (-p TEXT | --tokens FILE) [options]\n"
     "\n"
+    "Without -m: $DSV4_MODEL, else the built-in model (models/" CLI_DEFAULT_MODEL_NAME " beside the build).\n"
     "Prefills the prompt and generates up to N tokens, printing the text as soon as it is\n"
     "produced (with --tokens: each generated token id); stops early at the end-of-sequence token.\n"
     "\n"
@@ -62,8 +64,12 @@ int cmd_run(int argc, char **argv)
     }
     const char *model_dir = p.model_dir;
     long n_predict = sampling.n_predict, ctx = sampling.ctx;
-    if (!model_dir)
-        return cli_usage_error("run", "-m DIR is required");
+    char default_dir[4096], default_msg[1200];
+    if (!model_dir) {
+        if (cli_default_model(default_dir, sizeof default_dir, default_msg, sizeof default_msg))
+            return cli_error("run", "%s", default_msg);
+        model_dir = default_dir;
+    }
     if (prompt && tokens_path)
         return cli_usage_error("run", "give either -p TEXT or --tokens FILE, not both");
     if (!prompt && !tokens_path)

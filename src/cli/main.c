@@ -16,7 +16,10 @@ static const char *usage =
     "  chat      interactive multi-turn chat on stdin/stdout\n"
     "  tokenize  text to token ids and back (needs only tokenizer.json)\n"
     "  logits    teacher-forced logits of every position of a token file, as .npy\n"
+    "  perplexity  teacher-forced perplexity of a text or token file, chunk by chunk\n"
     "  inspect   load a model directory, validate every tensor and describe it\n"
+    "  synth     write a synthetic checkpoint with the real V4 shapes (random values)\n"
+    "  bench     prefill and decode speed against the machine's own ceilings\n"
     "\n"
     "'dsv4 COMMAND --help' lists a command's options. 'dsv4 --version' prints the version.\n";
 
@@ -39,10 +42,16 @@ int main(int argc, char **argv)
         return cmd_run(argc - 1, argv + 1);
     if (!strcmp(cmd, "logits"))
         return cmd_logits(argc - 1, argv + 1);
+    if (!strcmp(cmd, "perplexity"))
+        return cmd_perplexity(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize"))
         return cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "chat"))
         return cmd_chat(argc - 1, argv + 1);
+    if (!strcmp(cmd, "synth"))
+        return cmd_synth(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench"))
+        return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "inspect"))
         return cmd_inspect(argc - 1, argv + 1);
     fprintf(stderr, "dsv4: unknown command '%s' (see 'dsv4 --help')\n", cmd);

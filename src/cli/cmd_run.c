@@ -167,6 +167,7 @@ int cmd_run(int argc, char **argv)
     }
     if (generated)
         putchar('\n');
+    fflush(stdout); /* the statistics line goes to stderr: keep it after the text */
     fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.1f tok/s); isa %s\n",
             n, t1 - t0, n / (t1 - t0), generated, t2 - t1,
             generated > 1 ? (generated - 1) / (t2 - t1) : 0.0, dsv4_engine_isa(e));

@@ -23,7 +23,7 @@ enum {
     { "help", no_argument, 0, 'h' }
 
 #define COMMON_HELP                                                                     \
-    "  -m, --model DIR        model directory: config.json + *.safetensors (required)\n" \
+    "  -m, --model DIR        model directory: config.json + *.safetensors\n"            \
     "  -t, --threads N        threads (default: all cores)\n"                            \
     "      --numerics MODE    release (default: the official FP8/FP4/bf16 rounding)\n"   \
     "                         or plain (float32, no rounding simulation)\n"              \

@@ -242,6 +242,10 @@ __attribute__((target("amx-tile,amx-bf16"))) static double peak_amx(int nt)
                 cfg.colsb[i] = 64;
                 cfg.rows[i] = 16;
             }
+            /* GCC 12's _tile_loadconfig tells the compiler it reads only the
+             * first 8 bytes of cfg, so without this barrier the stores to
+             * colsb/rows may be dropped: an invalid config faults (#GP). */
+            __asm__ __volatile__("" ::: "memory");
             _tile_loadconfig(&cfg);
             static const uint16_t ones[16 * 32] __attribute__((aligned(64)));
             _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);

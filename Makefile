@@ -28,6 +28,8 @@ $(BUILD)/%.o: %.c
 
 AVX512_OBJ := $(filter $(BUILD)/simd/avx512%,$(LIB_OBJ))
 $(AVX512_OBJ): CFLAGS += $(AVX512_FLAGS)
+AVX2_OBJ := $(filter $(BUILD)/simd/avx2%,$(LIB_OBJ))
+$(AVX2_OBJ): CFLAGS += -mavx2 -mfma -mf16c
 
 $(BUILD)/libdsv4.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -43,14 +45,31 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libdsv4.a $(wildcard tests/*.h)
 
 tests: $(TEST_BIN) $(BUILD)/dsv4
 
+# The Arm64 NEON kernels, cross-compiled and run under qemu-user by
+# tests/test_kernels_neon.sh: one static binary from the portable simd/ files,
+# tests/test_kernels.c and the cmocka subset in tests/neon/ (no arm64 libcmocka
+# on an x86 host). Plain flags, sanitizers included nowhere: qemu-user runs it.
+NEON_CC   ?= aarch64-linux-gnu-gcc
+NEON_SRC  := $(filter-out simd/avx%,$(wildcard simd/*.c))
+NEON_TEST := $(BUILD)/tests/neon/test_kernels
+$(NEON_TEST): tests/test_kernels.c $(NEON_SRC) $(wildcard simd/*.h) tests/test_util.h tests/neon/cmocka.h
+	@mkdir -p $(dir $@)
+	$(NEON_CC) -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Itests/neon -static -o $@ tests/test_kernels.c $(NEON_SRC) -lm
+ifeq ($(shell uname -m),x86_64)
+tests: $(NEON_TEST)
+endif
+
 # Debian packages the build and the tests need; installed only when missing.
 # Node.js and npm (the reference tokenizer of the parity tests) count as present
 # when the commands exist, whichever package brought them.
 DEPS := gcc make libc6-dev libjansson-dev libmimalloc-dev libnuma-dev libcmocka-dev python3 libpcre2-dev
+# The NEON kernels' tests: an aarch64 cross compiler, its libc, and qemu-user (below).
+DEPS += gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 deps:
 	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
+	command -v qemu-aarch64 >/dev/null || command -v qemu-aarch64-static >/dev/null || missing="$$missing qemu-user"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

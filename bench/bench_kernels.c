@@ -4,7 +4,7 @@
  * instruction set used (FMA fp32, VNNI int8, BF16 dot, AMX-BF16 where the
  * CPU and kernel allow it) for the matrix x matrix kernels.
  *
- *   build/bench-kernels [--json] [--quick] [--isa NAME]
+ *   build/bench-kernels [--json] [--quick] [--isa NAME] [--only matmul|index|attend]
  *
  * Each figure is the best of several repetitions (the ceiling too), so the
  * ratio compares like with like. Weights are random bytes in the release
@@ -275,8 +275,9 @@ static void bench_indexer(int n_keys, double bw, double vnni_peak)
 }
 
 /* One query, 64 heads x 512, over 512 gathered + 128 window entries; heads
- * split over threads as the engine does. */
-static void bench_attend(double fma_peak)
+ * split over threads, `group` heads per call (src/attention.c calls one head
+ * at a time; the vector kernels share each row they load among up to 4). */
+static void bench_attend(double fma_peak, int group)
 {
     const int heads = 64, dim = 512, n_kv = 640;
     float *q = make_x((size_t)heads * dim), *kvb = make_x((size_t)n_kv * dim);
@@ -290,13 +291,13 @@ static void bench_attend(double fma_peak)
     for (int p = 0; p < 5; p++) {
         double t0 = now();
 #pragma omp parallel for schedule(static)
-        for (int h = 0; h < heads; h++)
-            K->attend(out, q, dim, kv, n_kv, sink, 0.044f, 1, h, h + 1);
+        for (int h = 0; h < heads; h += group)
+            K->attend(out, q, dim, kv, n_kv, sink, 0.044f, 1, h, h + group < heads ? h + group : heads);
         double t = now() - t0;
         if (t < best)
             best = t;
     }
-    report("attend", "64h x 512, 512+128 kv", K->isa, best, 4.0 * heads * n_kv * dim / best / 1e9,
+    report(group == 1 ? "attend (1 head/call)" : "attend (4 heads/call)", "64h x 512, 512+128 kv", K->isa, best, 4.0 * heads * n_kv * dim / best / 1e9,
            fma_peak, "GFLOP/s");
     free(q);
     free(kvb);
@@ -306,7 +307,7 @@ static void bench_attend(double fma_peak)
 
 int main(int argc, char **argv)
 {
-    const char *isa = NULL;
+    const char *isa = NULL, *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json"))
             json = 1;
@@ -314,8 +315,10 @@ int main(int argc, char **argv)
             quick = 1;
         else if (!strcmp(argv[i], "--isa") && i + 1 < argc)
             isa = argv[++i];
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--json] [--quick] [--isa NAME]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--json] [--quick] [--isa NAME] [--only matmul|index|attend]\n", argv[0]);
             return 2;
         }
     }
@@ -342,14 +345,21 @@ int main(int argc, char **argv)
     if (amx > 0)
         report("probe_amx_bf16", "tdpbf16ps 16x16x32", "amx", 0, amx, amx, "GFLOP/s");
 
-    bench_matmul("Flash", "expert w1/w3", DSV4_WF_FP4, 2048, 4096, bw, fma);
-    bench_matmul("Flash", "expert w2", DSV4_WF_FP4, 4096, 2048, bw, fma);
-    bench_matmul("Pro", "expert w1/w3", DSV4_WF_FP4, 3072, 7168, bw, fma);
-    bench_matmul("Flash", "wq_b", DSV4_WF_FP8, 32768, 1024, bw, fma);
-    bench_matmul("Pro", "wq_b", DSV4_WF_FP8, 65536, 1536, bw, fma);
-    bench_matmul("Flash", "compressor wkv", DSV4_WF_BF16, 1024, 4096, bw, fma);
-    bench_indexer(65536, bw, vnni);
-    bench_indexer(262144, bw, vnni);
-    bench_attend(fma);
+    if (!only || !strcmp(only, "matmul")) {
+        bench_matmul("Flash", "expert w1/w3", DSV4_WF_FP4, 2048, 4096, bw, fma);
+        bench_matmul("Flash", "expert w2", DSV4_WF_FP4, 4096, 2048, bw, fma);
+        bench_matmul("Pro", "expert w1/w3", DSV4_WF_FP4, 3072, 7168, bw, fma);
+        bench_matmul("Flash", "wq_b", DSV4_WF_FP8, 32768, 1024, bw, fma);
+        bench_matmul("Pro", "wq_b", DSV4_WF_FP8, 65536, 1536, bw, fma);
+        bench_matmul("Flash", "compressor wkv", DSV4_WF_BF16, 1024, 4096, bw, fma);
+    }
+    if (!only || !strcmp(only, "index")) {
+        bench_indexer(65536, bw, vnni);
+        bench_indexer(262144, bw, vnni);
+    }
+    if (!only || !strcmp(only, "attend")) {
+        bench_attend(fma, 1);
+        bench_attend(fma, 4);
+    }
     return 0;
 }

@@ -421,12 +421,74 @@ static void index_scores_avx512(float *scores, const float *q, const float *w, c
     }
 }
 
-/* Not vectorised yet: the scalar reference. */
-static void attend_fallback(float *out, const float *q, int dim, const float *const *kv, int n_kv,
-                            const float *sink, float scale, int bf16_probs, int h0, int h1)
+/* ---- attention: attend_impl.h over 16-lane vectors ---- */
+
+#define VLEN 16
+typedef __m512 vec;
+
+static inline vec vzero(void) { return _mm512_setzero_ps(); }
+static inline vec vset1(float x) { return _mm512_set1_ps(x); }
+static inline vec vadd(vec a, vec b) { return _mm512_add_ps(a, b); }
+static inline vec vsub(vec a, vec b) { return _mm512_sub_ps(a, b); }
+static inline vec vdiv(vec a, vec b) { return _mm512_div_ps(a, b); }
+static inline vec vfma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
+static inline float vsum(vec v) { return fold16(v); }
+
+static inline __mmask16 lanes(int left)
 {
-    kernels_scalar()->attend(out, q, dim, kv, n_kv, sink, scale, bf16_probs, h0, h1);
+    return left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
 }
+
+static inline vec vload_n(const float *p, int left)
+{
+    return left >= 16 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(lanes(left), p);
+}
+
+static inline void vstore_n(float *p, vec v, int left)
+{
+    if (left >= 16)
+        _mm512_storeu_ps(p, v);
+    else
+        _mm512_mask_storeu_ps(p, lanes(left), v);
+}
+
+static inline vec vkeep_n(vec v, int left)
+{
+    return _mm512_maskz_mov_ps(lanes(left), v);
+}
+
+/* Cephes-style expf: n = round(x log2 e), r = x - n ln 2 in two parts, a
+ * degree-6 polynomial, then vscalefps applies 2^n with correct overflow to
+ * inf and gradual underflow to 0. The clamp keeps r finite for +-inf (NaN
+ * passes through: min/max return their second operand for NaN). */
+static inline vec vexp(vec x)
+{
+    x = _mm512_max_ps(_mm512_set1_ps(-150.0f), _mm512_min_ps(_mm512_set1_ps(150.0f), x));
+    vec n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    vec r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    vec p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* Round to nearest even at bit 16 (the weights are finite and >= 0). */
+static inline vec vround_bf16(vec v)
+{
+    __m512i b = _mm512_castps_si512(v);
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+    b = _mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)));
+    return _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32((int)0xffff0000u)));
+}
+
+#include <math.h>
+#include "attend_impl.h"
 
 void index_scores_fp4_avx512vnni(float *scores, const int8_t *q_codes, const float *q_scale,
                                  const float *w, const uint8_t *keys, const uint8_t *key_scale,
@@ -441,7 +503,7 @@ static const dsv4_kernels avx512_table = {
     .matmul_fp8_e4m3act = matmul_fp8_avx512, /* dispatch.c swaps in avx512_bf16.c where the CPU has BF16 */
     .matmul_fp4_e4m3act = matmul_fp4_avx512,
     .index_scores = index_scores_avx512,
-    .attend = attend_fallback,
+    .attend = attend_vec,
     .index_scores_fp4 = index_scores_fp4_avx512vnni,
 };
 

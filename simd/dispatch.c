@@ -5,9 +5,12 @@
 
 const dsv4_kernels *kernels_avx512(void);
 const dsv4_kernels *kernels_avx512_novnni(void);
+const dsv4_kernels *kernels_avx2(void);
 const dsv4_kernels *kernels_neon(void);
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+
 static int cpu_has_avx512(void)
 {
     __builtin_cpu_init();
@@ -34,6 +37,16 @@ static const dsv4_kernels *avx512_or_null(void)
     with_bf16.matmul_fp4_e4m3act = matmul_fp4_avx512bf16;
     return &with_bf16;
 }
+
+/* AVX2 with FMA and F16C (the FP8 decoder's vcvtph2ps): Haswell and later. */
+static const dsv4_kernels *avx2_or_null(void)
+{
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        return NULL;
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) ? kernels_avx2() : NULL;
+}
 #endif
 
 /* Best first; each entry NULL when this CPU (or this build) lacks it. */
@@ -44,6 +57,8 @@ static const dsv4_kernels *by_name(const char *isa)
 #if defined(__x86_64__) || defined(__i386__)
     if (strcmp(isa, "avx512") == 0)
         return avx512_or_null();
+    if (strcmp(isa, "avx2") == 0)
+        return avx2_or_null();
 #endif
 #if defined(__aarch64__)
     if (strcmp(isa, "neon") == 0)
@@ -56,7 +71,7 @@ const dsv4_kernels *kernels_select(const char *isa)
 {
     if (isa)
         return by_name(isa);
-    static const char *const order[] = {"avx512", "neon", "scalar"};
+    static const char *const order[] = {"avx512", "avx2", "neon", "scalar"};
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
         const dsv4_kernels *k = by_name(order[i]);
         if (k)

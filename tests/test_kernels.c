@@ -192,20 +192,41 @@ static void test_scalar_matmul_vs_double(void **state)
     matmul_vs_double(kernels_scalar());
 }
 
-static const dsv4_kernels *simd_or_skip(void)
+/* Every SIMD table this CPU (and this build) has, best first. */
+static const char *const simd_isas[] = {"avx512", "avx2", "neon"};
+enum { MAX_SIMD = 3 };
+
+static int simd_tables(const dsv4_kernels *out[MAX_SIMD])
 {
-    const dsv4_kernels *k = kernels_select("avx512");
-    if (!k)
-        print_message("note: CPU lacks AVX-512 F/BW/VL/DQ; AVX-512 checks skipped\n");
-    return k;
+    int n = 0;
+    for (int i = 0; i < MAX_SIMD; i++)
+        if ((out[n] = kernels_select(simd_isas[i])) != NULL)
+            n++;
+    if (n == 0)
+        print_message("note: no SIMD kernel table on this CPU; SIMD checks skipped\n");
+    return n;
+}
+
+/* The scalar table, then every SIMD table. */
+static int all_tables(const dsv4_kernels *out[1 + MAX_SIMD])
+{
+    out[0] = kernels_scalar();
+    return 1 + simd_tables(out + 1);
+}
+
+/* Shapes shrink under emulation (qemu runs the NEON build in `make test`). */
+static int small_shapes(void)
+{
+    const char *v = getenv("DSV4_TEST_SMALL");
+    return v && *v && strcmp(v, "0") != 0;
 }
 
 static void test_simd_matmul_vs_double(void **state)
 {
     (void)state;
-    const dsv4_kernels *k = simd_or_skip();
-    if (k)
-        matmul_vs_double(k);
+    const dsv4_kernels *k[MAX_SIMD];
+    for (int i = 0, n = simd_tables(k); i < n; i++)
+        matmul_vs_double(k[i]);
 }
 
 /* Batch size and row split do not change a bit: each token alone, and the
@@ -256,9 +277,9 @@ static void test_scalar_invariance(void **state)
 static void test_simd_invariance(void **state)
 {
     (void)state;
-    const dsv4_kernels *k = simd_or_skip();
-    if (k)
-        invariance(k);
+    const dsv4_kernels *k[MAX_SIMD];
+    for (int i = 0, n = simd_tables(k); i < n; i++)
+        invariance(k[i]);
 }
 
 /* SIMD vs scalar at the model's shapes, misaligned pointers, strided Y. */
@@ -300,19 +321,21 @@ static void check_simd_vs_scalar(const dsv4_kernels *simd, int fmt, int rows, in
 static void test_simd_matmul_vs_scalar(void **state)
 {
     (void)state;
-    const dsv4_kernels *k = simd_or_skip();
-    if (!k)
-        return;
-    check_simd_vs_scalar(k, FP8, 512, 4096, 3, 1);
-    check_simd_vs_scalar(k, FP4, 2048, 2048, 2, 1);
-    check_simd_vs_scalar(k, BF16, 256, 4096, 3, 1);
-    check_simd_vs_scalar(k, F32, 256, 4096, 2, 1);
-    for (int f = F32; f <= FP4; f++)
-        for (size_t s = 0; s < sizeof odd_shapes / sizeof odd_shapes[0]; s++) {
-            if (f == FP4 && odd_shapes[s][1] % 32)
-                continue;
-            check_simd_vs_scalar(k, f, odd_shapes[s][0], odd_shapes[s][1], odd_shapes[s][2], s & 1);
-        }
+    const dsv4_kernels *ks[MAX_SIMD];
+    int big = small_shapes() ? 8 : 1;
+    for (int i = 0, n = simd_tables(ks); i < n; i++) {
+        const dsv4_kernels *k = ks[i];
+        check_simd_vs_scalar(k, FP8, 512 / big, 4096, 3, 1);
+        check_simd_vs_scalar(k, FP4, 2048 / big, 2048, 2, 1);
+        check_simd_vs_scalar(k, BF16, 256 / big, 4096, 3, 1);
+        check_simd_vs_scalar(k, F32, 256 / big, 4096, 2, 1);
+        for (int f = F32; f <= FP4; f++)
+            for (size_t s = 0; s < sizeof odd_shapes / sizeof odd_shapes[0]; s++) {
+                if (f == FP4 && odd_shapes[s][1] % 32)
+                    continue;
+                check_simd_vs_scalar(k, f, odd_shapes[s][0], odd_shapes[s][1], odd_shapes[s][2], s & 1);
+            }
+    }
 }
 
 /* ---- indexer scores ---- */
@@ -351,9 +374,10 @@ static void check_index_scores(const dsv4_kernels *kt, int n_keys, int n_heads, 
 static void test_index_scores(void **state)
 {
     (void)state;
-    const dsv4_kernels *kts[2] = {kernels_scalar(), simd_or_skip()};
-    for (int i = 0; i < 2 && kts[i]; i++) {
-        check_index_scores(kts[i], 4096, 64, 128, 0);
+    const dsv4_kernels *kts[1 + MAX_SIMD];
+    int n = all_tables(kts);
+    for (int i = 0; i < n; i++) {
+        check_index_scores(kts[i], small_shapes() ? 300 : 4096, 64, 128, 0);
         check_index_scores(kts[i], 17, 3, 20, 1);
         check_index_scores(kts[i], 1, 64, 128, 1);
         check_index_scores(kts[i], 33, 5, 135, 1);
@@ -429,9 +453,8 @@ static void check_index_fp4(int n_keys, int n_heads, int dim, int misalign)
             fail();
         }
     }
-    const char *isas[] = {"avx512", "neon"};
-    for (int i = 0; i < 2; i++) {
-        const dsv4_kernels *k = kernels_select(isas[i]);
+    for (int i = 0; i < MAX_SIMD; i++) {
+        const dsv4_kernels *k = kernels_select(simd_isas[i]);
         if (!k)
             continue;
         got[n_keys] = -5.0f;
@@ -460,15 +483,14 @@ static void test_index_scores_fp4(void **state)
 static void test_simd_paths_bitwise(void **state)
 {
     (void)state;
-    const dsv4_kernels *k = simd_or_skip();
-    if (!k)
-        return;
-    for (int f = F32; f <= FP4; f++) {
-        check_invariance(k, f, 13, 2048, 64);
-        check_invariance(k, f, 9, 7168, 7);
-        if (f != FP4)
-            check_invariance(k, f, 11, 1000, 9);
-    }
+    const dsv4_kernels *ks[MAX_SIMD];
+    for (int i = 0, n = simd_tables(ks); i < n; i++)
+        for (int f = F32; f <= FP4; f++) {
+            check_invariance(ks[i], f, 13, 2048, 64);
+            check_invariance(ks[i], f, 9, 7168, 7);
+            if (f != FP4)
+                check_invariance(ks[i], f, 11, 1000, 9);
+        }
 }
 
 /* ---- release numerics: FP8-simulated activations, bf16 products ---- */
@@ -480,11 +502,10 @@ static void test_e4m3act(void **state)
 {
     (void)state;
     e4m3act = 1;
-    const dsv4_kernels *kts[] = {kernels_scalar(), kernels_select("avx512")};
-    for (size_t i = 0; i < 2; i++) {
+    const dsv4_kernels *kts[1 + MAX_SIMD];
+    int nk = all_tables(kts);
+    for (int i = 0; i < nk; i++) {
         const dsv4_kernels *k = kts[i];
-        if (!k)
-            continue;
         for (int f = FP8; f <= FP4; f++) {
             for (size_t s = 0; s < sizeof odd_shapes / sizeof odd_shapes[0]; s++) {
                 if (f == FP4 && odd_shapes[s][1] % 32)
@@ -650,13 +671,15 @@ static void check_attend(const dsv4_kernels *kt, int heads, int dim, int n_kv, i
 static void test_attend(void **state)
 {
     (void)state;
-    const dsv4_kernels *kts[2] = {kernels_scalar(), simd_or_skip()};
-    for (int i = 0; i < 2 && kts[i]; i++)
+    const dsv4_kernels *kts[1 + MAX_SIMD];
+    int n = all_tables(kts);
+    for (int i = 0; i < n; i++)
         for (int bf = 0; bf <= 1; bf++) {
             check_attend(kts[i], 64, 512, 640, bf);
             check_attend(kts[i], 3, 37, 5, bf);
             check_attend(kts[i], 2, 512, 1, bf);
             check_attend(kts[i], 4, 128, 129, bf);
+            check_attend(kts[i], 5, 72, 2500, bf); /* past the kernels' stack of scores */
         }
 }
 
@@ -666,11 +689,12 @@ static void test_attend(void **state)
 static void test_attend_bf16_probs_by_hand(void **state)
 {
     (void)state;
-    const dsv4_kernels *kts[2] = {kernels_scalar(), simd_or_skip()};
+    const dsv4_kernels *kts[1 + MAX_SIMD];
+    int n = all_tables(kts);
     float q[2] = {1, 0}, k0[2] = {0, 1}, k1[2] = {-0.01f, 1};
     const float *kv[2] = {k0, k1};
     float sink = -INFINITY;
-    for (int i = 0; i < 2 && kts[i]; i++) {
+    for (int i = 0; i < n; i++) {
         float out[2];
         float e1 = expf(-0.01f), den = 1.0f + e1;
         kts[i]->attend(out, q, 2, kv, 2, &sink, 1.0f, 1, 0, 1);
@@ -686,8 +710,9 @@ static void test_attend_bf16_probs_by_hand(void **state)
 static void test_attend_edges(void **state)
 {
     (void)state;
-    const dsv4_kernels *kts[2] = {kernels_scalar(), simd_or_skip()};
-    for (int i = 0; i < 2 && kts[i]; i++) {
+    const dsv4_kernels *kts[1 + MAX_SIMD];
+    int n = all_tables(kts);
+    for (int i = 0; i < n; i++) {
         const dsv4_kernels *k = kts[i];
         enum { H = 4, D = 64, NKV = 10 };
         attn_case c = make_attn(H, D, NKV, 5);
@@ -879,13 +904,26 @@ static void test_select(void **state)
     assert_string_equal(kernels_select("scalar")->isa, "scalar");
     assert_ptr_equal(kernels_select("scalar"), kernels_scalar());
     assert_null(kernels_select("bogus"));
-    const dsv4_kernels *a = kernels_select("avx512");
-    if (a) {
-        assert_string_equal(a->isa, "avx512");
-        assert_ptr_equal(best, a);
-    } else {
-        assert_ptr_equal(best, kernels_scalar());
+    /* the best is the first SIMD table present, each names itself */
+    const dsv4_kernels *first = NULL;
+    for (int i = 0; i < MAX_SIMD; i++) {
+        const dsv4_kernels *k = kernels_select(simd_isas[i]);
+        if (k) {
+            assert_string_equal(k->isa, simd_isas[i]);
+            if (!first)
+                first = k;
+        }
     }
+    assert_ptr_equal(best, first ? first : kernels_scalar());
+#if defined(__aarch64__)
+    /* every Arm64 CPU has NEON: this build must test it, not only scalar */
+    assert_non_null(kernels_select("neon"));
+#endif
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        assert_non_null(kernels_select("avx2"));
+#endif
 }
 
 int main(void)

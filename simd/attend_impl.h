@@ -1,0 +1,167 @@
+/* Attention of one query over gathered rows, written once for every x86
+ * vector width. The including file defines VLEN, the type vec and these
+ * primitives (all static inline), then includes this file and gets
+ * attend_vec():
+ *   vec vzero(void), vset1(float), vadd(vec, vec), vsub(vec, vec), vdiv(vec, vec),
+ *   vfma(a, b, c) = a*b + c, vload_n(p, left) / vstore_n(p, v, left): the first
+ *   min(left, VLEN) lanes (none when left <= 0; loads zero the rest),
+ *   vkeep_n(v, left): lanes >= left set to zero, float vsum(vec),
+ *   vexp(vec): expf within ~2 ulp (inf above the range, 0 below, exp(0) = 1),
+ *   vround_bf16(vec): round to nearest even bf16, kept as f32.
+ *
+ * Semantics are attend_scalar's (scalar.c): a global max over the scores
+ * (the sink outside it), the denominator over the unrounded weights plus
+ * exp(sink - max), the weighted sum over bf16-rounded weights when asked.
+ * Each score is computed once: a group of AT_HG heads keeps the scores of
+ * AT_ZCH rows on the stack; past that many rows the second pass recomputes
+ * them chunk by chunk with the same code (so the same bits). Loops are
+ * tiled so each row loaded serves AT_HG heads. Sums run in another order
+ * than the scalar reference's: results agree within rounding (tested). */
+
+#define AT_HG 4     /* heads per group */
+#define AT_ZCH 1024 /* rows whose scores are kept */
+#define AT_PV 4     /* output vectors per weighted-sum tile */
+
+/* z[h][j] = scale * q_h . kv[j], two rows at a time against NH heads. */
+static inline __attribute__((always_inline)) void at_scores(int NH, const float *q, int dim,
+                                                            const float *const *kv, int nj,
+                                                            float scale, float z[AT_HG][AT_ZCH],
+                                                            float *m)
+{
+    int j = 0;
+    for (; j < nj; j += 2) {
+        int two = j + 1 < nj;
+        const float *k0 = kv[j], *k1 = kv[two ? j + 1 : j];
+        vec a0[AT_HG], a1[AT_HG];
+        #pragma GCC unroll 4
+        for (int h = 0; h < NH; h++)
+            a0[h] = a1[h] = vzero();
+        int i = 0;
+        for (; i + VLEN <= dim; i += VLEN) {
+            vec r0 = vload_n(k0 + i, VLEN), r1 = vload_n(k1 + i, VLEN);
+            #pragma GCC unroll 4
+            for (int h = 0; h < NH; h++) {
+                vec qh = vload_n(q + (size_t)h * dim + i, VLEN);
+                a0[h] = vfma(qh, r0, a0[h]);
+                a1[h] = vfma(qh, r1, a1[h]);
+            }
+        }
+        if (i < dim) {
+            vec r0 = vload_n(k0 + i, dim - i), r1 = vload_n(k1 + i, dim - i);
+            #pragma GCC unroll 4
+            for (int h = 0; h < NH; h++) {
+                vec qh = vload_n(q + (size_t)h * dim + i, dim - i);
+                a0[h] = vfma(qh, r0, a0[h]);
+                a1[h] = vfma(qh, r1, a1[h]);
+            }
+        }
+        #pragma GCC unroll 4
+        for (int h = 0; h < NH; h++) {
+            z[h][j] = vsum(a0[h]) * scale;
+            m[h] = fmaxf(m[h], z[h][j]);
+            if (two) {
+                z[h][j + 1] = vsum(a1[h]) * scale;
+                m[h] = fmaxf(m[h], z[h][j + 1]);
+            }
+        }
+    }
+}
+
+/* o_h += sum_j p[h][j] kv[j] over output columns [i, i + width), rows ascending. */
+static inline __attribute__((always_inline)) void at_pv_slice(int NH, int width, float *o, int dim,
+                                                              const float *const *kv, int nj,
+                                                              float p[AT_HG][AT_ZCH], int i)
+{
+    vec acc[AT_HG][AT_PV];
+    #pragma GCC unroll 4
+    for (int h = 0; h < NH; h++)
+        #pragma GCC unroll 4
+        for (int v = 0; v < AT_PV; v++)
+            acc[h][v] = vload_n(o + (size_t)h * dim + i + v * VLEN, width - v * VLEN);
+    for (int j = 0; j < nj; j++) {
+        vec r[AT_PV];
+        #pragma GCC unroll 4
+        for (int v = 0; v < AT_PV; v++)
+            r[v] = vload_n(kv[j] + i + v * VLEN, width - v * VLEN);
+        #pragma GCC unroll 4
+        for (int h = 0; h < NH; h++) {
+            vec ph = vset1(p[h][j]);
+            #pragma GCC unroll 4
+            for (int v = 0; v < AT_PV; v++)
+                acc[h][v] = vfma(ph, r[v], acc[h][v]);
+        }
+    }
+    #pragma GCC unroll 4
+    for (int h = 0; h < NH; h++)
+        #pragma GCC unroll 4
+        for (int v = 0; v < AT_PV; v++)
+            vstore_n(o + (size_t)h * dim + i + v * VLEN, acc[h][v], width - v * VLEN);
+}
+
+static inline __attribute__((always_inline)) void at_group(int NH, float *out, const float *q,
+                                                           int dim, const float *const *kv,
+                                                           int n_kv, const float *sink, float scale,
+                                                           int bf16_probs)
+{
+    float z[AT_HG][AT_ZCH];
+    float m[AT_HG];
+    vec den[AT_HG];
+    for (int h = 0; h < NH; h++) {
+        m[h] = -INFINITY;
+        den[h] = vzero();
+        memset(out + (size_t)h * dim, 0, (size_t)dim * sizeof *out);
+    }
+    if (n_kv <= 0)
+        return;
+    for (int j0 = 0; j0 < n_kv; j0 += AT_ZCH)
+        at_scores(NH, q, dim, kv + j0, n_kv - j0 < AT_ZCH ? n_kv - j0 : AT_ZCH, scale, z, m);
+    for (int j0 = 0; j0 < n_kv; j0 += AT_ZCH) {
+        int nj = n_kv - j0 < AT_ZCH ? n_kv - j0 : AT_ZCH;
+        if (n_kv > AT_ZCH) {
+            float unused[AT_HG] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+            at_scores(NH, q, dim, kv + j0, nj, scale, z, unused);
+        }
+        for (int h = 0; h < NH; h++) {
+            vec mh = vset1(m[h]);
+            for (int j = 0; j < nj; j += VLEN) {
+                vec e = vkeep_n(vexp(vsub(vload_n(z[h] + j, nj - j), mh)), nj - j);
+                den[h] = vadd(den[h], e);
+                vstore_n(z[h] + j, bf16_probs ? vround_bf16(e) : e, nj - j);
+            }
+        }
+        int i = 0;
+        for (; i + AT_PV * VLEN <= dim; i += AT_PV * VLEN)
+            at_pv_slice(NH, AT_PV * VLEN, out, dim, kv + j0, nj, z, i);
+        if (i < dim)
+            at_pv_slice(NH, dim - i, out, dim, kv + j0, nj, z, i);
+    }
+    for (int h = 0; h < NH; h++) {
+        vec d = vset1(vsum(den[h]) + expf(sink[h] - m[h]));
+        float *o = out + (size_t)h * dim;
+        for (int i = 0; i < dim; i += VLEN)
+            vstore_n(o + i, vdiv(vload_n(o + i, dim - i), d), dim - i);
+    }
+}
+
+static void attend_vec(float *out, const float *q, int dim, const float *const *kv, int n_kv,
+                       const float *sink, float scale, int bf16_probs, int h0, int h1)
+{
+    for (int hg = h0; hg < h1; hg += AT_HG) {
+        float *o = out + (size_t)hg * dim;
+        const float *qg = q + (size_t)hg * dim;
+        switch (h1 - hg < AT_HG ? h1 - hg : AT_HG) {
+        case 1:
+            at_group(1, o, qg, dim, kv, n_kv, sink + hg, scale, bf16_probs);
+            break;
+        case 2:
+            at_group(2, o, qg, dim, kv, n_kv, sink + hg, scale, bf16_probs);
+            break;
+        case 3:
+            at_group(3, o, qg, dim, kv, n_kv, sink + hg, scale, bf16_probs);
+            break;
+        default:
+            at_group(4, o, qg, dim, kv, n_kv, sink + hg, scale, bf16_probs);
+            break;
+        }
+    }
+}

@@ -26,9 +26,11 @@
  *   - attention probabilities rounded to bf16 before the PV product
  *     (attend's bf16_probs), the output rounded to bf16.
  *
- * Where the oracle computes a prefill all at once with masks, this file runs
- * the tokens of a chunk one after the other against the layer's state, which
- * gives the same visibility: query t sees window positions
+ * Where the oracle computes a prefill all at once with masks, this file
+ * advances the layer's state token by token (window ring, compressed entries,
+ * indexer keys) and lets each token attend to what the state held right after
+ * its own advance (tokens of a chunk side by side, attend_chunk), which gives
+ * the same visibility: query t sees window positions
  * max(0, t-window+1)..t and compressed entries j < floor((t+1)/ratio) (HCA:
  * all of them; CSA: the indexer's top-k among them), all in one softmax with
  * the sink. An entry is completed by token (j+1)·ratio-1 before that token
@@ -36,6 +38,7 @@
 #include "attention.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,7 +56,8 @@ struct attn_state {
     int max_tokens, max_chunk, max_entries;
     long n_seen;                 /* tokens of the sequence processed so far */
 
-    float *window;               /* ring [window][head_dim]: position p in row p % window */
+    float *window;               /* ring [ring][head_dim]: position p in row p % ring */
+    int ring;                    /* window + max_chunk: a whole chunk's keys fit beside the window of its first token */
     float *entries;              /* [max_entries][head_dim] compressed KV */
     int n_entries;
     float *index_keys;           /* CSA: [max_entries][index_head_dim] */
@@ -78,6 +82,17 @@ struct attn_state {
     const float **kv_rows;       /* [window + visible compressed] */
     float *scores;               /* [max_entries] */
     int *selected, *topk_scratch;/* [max_entries] */
+
+    /* A chunk's cores side by side (attention_core_chunk): per token, what
+     * the state held when it attended; per worker thread, its scratch. */
+    int *vis_entries, *vis_keys; /* [max_chunk] */
+    prof_counters *row_prof;     /* [max_chunk] */
+    int workers;
+    float *w_cos, *w_sin;        /* [workers][rope_dim/2] */
+    const float **w_rows;        /* [workers][max_rows] */
+    float *w_scores;             /* [workers][max_entries] (CSA) */
+    int *w_selected, *w_topk;    /* [workers][max_entries] (CSA) */
+    int max_rows;
 };
 
 static void *xcalloc(size_t n, size_t size, int *failed)
@@ -121,7 +136,8 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
     int failed = 0;
     size_t ch = (size_t)max_chunk, hd = (size_t)c->head_dim, qdim = (size_t)c->n_heads * hd;
     size_t me = (size_t)st->max_entries;
-    st->window = xcalloc((size_t)c->window * hd, sizeof(float), &failed);
+    st->ring = c->window + max_chunk;
+    st->window = xcalloc((size_t)st->ring * hd, sizeof(float), &failed);
     st->xb = xcalloc(ch * c->dim, sizeof(float), &failed);
     st->xq = xcalloc(ch * c->dim, sizeof(float), &failed);
     st->qr = xcalloc(ch * c->q_lora_rank, sizeof(float), &failed);
@@ -160,6 +176,22 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
             failed = 1;
     }
     st->kv_rows = xcalloc(max_rows, sizeof(float *), &failed);
+    st->max_rows = (int)max_rows;
+    st->workers = omp_get_max_threads();
+    if (st->workers > max_chunk)
+        st->workers = max_chunk;
+    size_t w = (size_t)st->workers, half = (size_t)c->rope_dim / 2;
+    st->vis_entries = xcalloc(ch, sizeof(int), &failed);
+    st->vis_keys = xcalloc(ch, sizeof(int), &failed);
+    st->row_prof = xcalloc(ch, sizeof(prof_counters), &failed);
+    st->w_cos = xcalloc(w * half, sizeof(float), &failed);
+    st->w_sin = xcalloc(w * half, sizeof(float), &failed);
+    st->w_rows = xcalloc(w * max_rows, sizeof(float *), &failed);
+    if (kind == DSV4_LAYER_CSA) {
+        st->w_scores = xcalloc(w * me, sizeof(float), &failed);
+        st->w_selected = xcalloc(w * me, sizeof(int), &failed);
+        st->w_topk = xcalloc(w * me, sizeof(int), &failed);
+    }
     if (failed) {
         attn_state_free(st);
         return dsv4_fail(err, "attention: out of memory for layer %d state (max_tokens %d, max_chunk %d)",
@@ -200,6 +232,15 @@ void attn_state_free(attn_state *st)
     free(st->sin_e);
     free(st->entry);
     free(st->kv_rows);
+    free(st->vis_entries);
+    free(st->vis_keys);
+    free(st->row_prof);
+    free(st->w_cos);
+    free(st->w_sin);
+    free(st->w_rows);
+    free(st->w_scores);
+    free(st->w_selected);
+    free(st->w_topk);
     free(st->scores);
     free(st->selected);
     free(st->topk_scratch);
@@ -222,32 +263,47 @@ static int is_quantized(const dsv4_linear *W)
     return W->fmt == DSV4_WF_FP8 || W->fmt == DSV4_WF_FP4;
 }
 
-/* Y = W·X for n rows; in release numerics a quantized W reads the FP8-simulated
- * input xq (the reference's act_quant inside linear()) and the output is bf16. */
-static void project(const dsv4_kernels *k, const dsv4_linear *W, float *Y, const float *x, const float *xq,
-                    int n, int release)
+/* Per-row work of a chunk below this many values stays on the calling thread. */
+#define PAR_MIN 16384
+
+/* Y = W·X for n rows as a job of a batch; in release numerics a quantized W
+ * reads the FP8-simulated input xq (the reference's act_quant inside
+ * linear()): its products are exact in bf16. */
+static linear_job project_job(const dsv4_linear *W, float *Y, const float *x, const float *xq, int n, int release)
 {
-    if (release && is_quantized(W))
-        linear_matmul_e4m3act(k, W, Y, xq, n); /* xq is FP8-simulated: exact bf16 products */
-    else
-        linear_matmul(k, W, Y, x, n);
-    if (release)
-        fmt_round_bf16_array(Y, (size_t)n * W->rows);
+    int q = release && is_quantized(W);
+    linear_job j = {W, Y, (size_t)W->rows, q ? xq : x, (size_t)W->cols, n, 0, W->rows, q};
+    return j;
+}
+
+/* The bf16 rounding of a projection's output (release): the reference's
+ * linears return bf16. */
+static void round_rows(float *y, size_t count)
+{
+    size_t blocks = (count + 4095) / 4096;
+#pragma omp parallel for schedule(static) if (count >= PAR_MIN)
+    for (size_t b = 0; b < blocks; b++)
+        fmt_round_bf16_array(y + b * 4096, count - b * 4096 < 4096 ? count - b * 4096 : 4096);
 }
 
 static void act_quant_rows(float *dst, const float *src, int n, int cols)
 {
-    memcpy(dst, src, (size_t)n * cols * sizeof *dst);
-    for (int i = 0; i < n; i++)
+#pragma omp parallel for schedule(static) if ((long)n * cols >= PAR_MIN && n > 1)
+    for (int i = 0; i < n; i++) {
+        if (dst != src)
+            memcpy(dst + (size_t)i * cols, src + (size_t)i * cols, (size_t)cols * sizeof *dst);
         fmt_act_quant_sim(dst + (size_t)i * cols, (size_t)cols, 128);
+    }
 }
 
 static void rmsnorm_rows(float *x, const float *w, int n, int cols, float eps, int release)
 {
-    for (int i = 0; i < n; i++)
+#pragma omp parallel for schedule(static) if ((long)n * cols >= PAR_MIN && n > 1)
+    for (int i = 0; i < n; i++) {
         ops_rmsnorm(x + (size_t)i * cols, x + (size_t)i * cols, w, cols, eps);
-    if (release)
-        fmt_round_bf16_array(x, (size_t)n * cols);
+        if (release)
+            fmt_round_bf16_array(x + (size_t)i * cols, (size_t)cols);
+    }
 }
 
 /* The reference's per-head q norm on a bf16 tensor: each elementwise op and
@@ -264,13 +320,19 @@ static void head_norm_bf16(float *q, int dim, float eps)
         q[i] = fmt_round_bf16(q[i] * r);
 }
 
-/* Step 1: everything that depends on one token only, batched over the chunk. */
+/* Step 1: everything that depends on one token only, batched over the chunk.
+ * The products that read x (wq_a, wkv, the compressors' and the indexer's
+ * x-side projections) run in one parallel region, the two that read the
+ * normed q_lora (wq_b, indexer wq_b) in a second: a decode step pays two
+ * fork/joins here, not eight. */
 static void project_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, attn_state *st,
                           const float *x, int n, int release, prof_counters *prof)
 {
     const dsv4_config *c = &e->cfg;
     const dsv4_kernels *k = e->k;
+    const dsv4_indexer_weights *I = &L->indexer;
     const float *xin = x;
+    int csa = st->kind == DSV4_LAYER_CSA, compressed = st->kind != DSV4_LAYER_WINDOW;
     if (release) {
         memcpy(st->xb, x, (size_t)n * c->dim * sizeof *x);
         fmt_round_bf16_array(st->xb, (size_t)n * c->dim);
@@ -281,47 +343,61 @@ static void project_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, att
     prof_linear(prof, &L->wq_a, n);
     prof_linear(prof, &L->wq_b, n);
     prof_linear(prof, &L->wkv, n);
-    project(k, &L->wq_a, st->qr, xin, st->xq, n, release);
+    linear_job jobs[8];
+    int nj = 0;
+    jobs[nj++] = project_job(&L->wq_a, st->qr, xin, st->xq, n, release);
+    jobs[nj++] = project_job(&L->wkv, st->kv, xin, st->xq, n, release);
+    if (compressed) {
+        /* Compressor projections stay fp32 in both numerics (fp32 weights in the reference). */
+        prof_linear(prof, &L->compressor.wkv, n);
+        prof_linear(prof, &L->compressor.wgate, n);
+        jobs[nj++] = project_job(&L->compressor.wkv, st->ca, xin, xin, n, 0);
+        jobs[nj++] = project_job(&L->compressor.wgate, st->cg, xin, xin, n, 0);
+    }
+    if (csa) {
+        prof_linear(prof, &I->wq_b, n);
+        prof_linear(prof, &I->weights_proj, n);
+        prof_linear(prof, &I->compressor.wkv, n);
+        prof_linear(prof, &I->compressor.wgate, n);
+        jobs[nj++] = project_job(&I->weights_proj, st->iw, xin, st->xq, n, release);
+        jobs[nj++] = project_job(&I->compressor.wkv, st->ia, xin, xin, n, 0);
+        jobs[nj++] = project_job(&I->compressor.wgate, st->ig, xin, xin, n, 0);
+    }
+    linear_matmul_jobs(k, jobs, nj);
+    if (release) {
+        round_rows(st->qr, (size_t)n * L->wq_a.rows);
+        round_rows(st->kv, (size_t)n * L->wkv.rows);
+        if (csa)
+            round_rows(st->iw, (size_t)n * I->weights_proj.rows);
+    }
     rmsnorm_rows(st->qr, L->q_norm, n, c->q_lora_rank, c->norm_eps, release);
+    rmsnorm_rows(st->kv, L->kv_norm, n, c->head_dim, c->norm_eps, release);
     if (release)
         act_quant_rows(st->qrq, st->qr, n, c->q_lora_rank);
-    project(k, &L->wq_b, st->q, st->qr, st->qrq, n, release);
-    for (int i = 0; i < n * c->n_heads; i++) {
+    nj = 0;
+    jobs[nj++] = project_job(&L->wq_b, st->q, st->qr, st->qrq, n, release);
+    if (csa)
+        jobs[nj++] = project_job(&I->wq_b, st->iq, st->qr, st->qrq, n, release);
+    linear_matmul_jobs(k, jobs, nj);
+
+    int heads = n * c->n_heads;
+#pragma omp parallel for schedule(static) if ((long)heads * c->head_dim >= PAR_MIN && heads > 1)
+    for (int i = 0; i < heads; i++) {
         float *qh = st->q + (size_t)i * c->head_dim;
-        if (release)
+        if (release) {
+            fmt_round_bf16_array(qh, (size_t)c->head_dim);
             head_norm_bf16(qh, c->head_dim, c->norm_eps);
-        else
+        } else {
             ops_rmsnorm(qh, qh, NULL, c->head_dim, c->norm_eps);
+        }
     }
-
-    project(k, &L->wkv, st->kv, xin, st->xq, n, release);
-    rmsnorm_rows(st->kv, L->kv_norm, n, c->head_dim, c->norm_eps, release);
-
-    if (st->kind == DSV4_LAYER_WINDOW)
+    if (!csa)
         return;
-    /* Compressor projections stay fp32 in both numerics (fp32 weights in the reference). */
-    double t0 = prof_begin(prof);
-    prof_linear(prof, &L->compressor.wkv, n);
-    prof_linear(prof, &L->compressor.wgate, n);
-    linear_matmul(k, &L->compressor.wkv, st->ca, xin, n);
-    linear_matmul(k, &L->compressor.wgate, st->cg, xin, n);
-    prof_end(prof, DSV4_PROF_COMPRESSOR, t0);
-    if (st->kind != DSV4_LAYER_CSA)
-        return;
-    t0 = prof_begin(prof);
-    const dsv4_indexer_weights *I = &L->indexer;
-    prof_linear(prof, &I->wq_b, n);
-    prof_linear(prof, &I->weights_proj, n);
-    prof_linear(prof, &I->compressor.wkv, n);
-    prof_linear(prof, &I->compressor.wgate, n);
-    project(k, &I->wq_b, st->iq, st->qr, st->qrq, n, release);
-    project(k, &I->weights_proj, st->iw, xin, st->xq, n, release);
+    if (release)
+        round_rows(st->iq, (size_t)n * I->wq_b.rows);
     for (int i = 0; i < n; i++)
         indexer_scale_weights(st->iw + (size_t)i * c->index_n_heads, c->index_n_heads, c->index_head_dim,
                               release);
-    linear_matmul(k, &I->compressor.wkv, st->ia, xin, n);
-    linear_matmul(k, &I->compressor.wgate, st->ig, xin, n);
-    prof_end(prof, DSV4_PROF_INDEXER, t0);
 }
 
 /* RoPE on the last rope_dim dims of each of n_vec vectors of length dim. */
@@ -336,56 +412,36 @@ static void rope_vectors(float *v, int n_vec, int dim, int rope_dim, const float
     }
 }
 
-/* Step 2 for the CSA indexer of token i (position t): its compressor may emit
- * a key, then the query scores every visible key and keeps the top k.
- * Returns how many entries are selected (in st->selected). */
-static int index_token(const dsv4_engine *e, const dsv4_layer_weights *L, attn_state *st, const attn_state *sc,
-                       int i, long t, const float *inv_freq, int release)
+/* Step 2, the part that changes the state, for row i of sc's projections,
+ * the token at position t of the sequence whose state is st (sc == st for a
+ * chunk of one sequence), in token order: its key enters the window ring, and
+ * its compressors may emit an entry (CSA: and an indexer key). Afterwards
+ * st->n_entries / n_index_keys are what this token sees. */
+static void advance_state(const dsv4_engine *e, const dsv4_layer_weights *L, attn_state *st, const attn_state *sc,
+                          int i, long t, const float *cos_t, const float *sin_t, int release, prof_counters *prof)
 {
     const dsv4_config *c = &e->cfg;
-    const dsv4_indexer_weights *I = &L->indexer;
-    int id = c->index_head_dim, ih = c->index_n_heads;
-    float *key = st->index_keys + (size_t)st->n_index_keys * id;
-    if (compressor_push(&st->index_comp, t, sc->ia + (size_t)i * 2 * id, sc->ig + (size_t)i * 2 * id,
-                        I->compressor.ape, key)) {
-        long entry_pos = t + 1 - st->ratio;
-        rope_cos_sin(st->cos_e, st->sin_e, inv_freq, c->rope_dim / 2, entry_pos);
-        compressor_finish_entry(key, id, I->compressor.norm, c->norm_eps, c->rope_dim, st->cos_e, st->sin_e,
-                                release, 1);
-        st->n_index_keys++;
-    }
-    int visible = st->n_index_keys;
-    if (visible == 0)
-        return 0;
-    float *iq = sc->iq + (size_t)i * ih * id;
-    indexer_prepare_query(iq, ih, id, c->rope_dim, st->cos_t, st->sin_t, release);
-    indexer_scores(e->k, st->scores, iq, sc->iw + (size_t)i * ih, st->index_keys, visible, ih, id, release);
-    return indexer_select(st->selected, st->scores, visible, c->index_topk, st->topk_scratch);
-}
-
-/* Step 2: row i of sc's projections, the token at position t of the sequence
- * whose state is st (sc == st for a chunk of one sequence). */
-static void attend_token(const dsv4_engine *e, const dsv4_layer_weights *L, attn_state *st, attn_state *sc,
-                         int i, long t, int release, prof_counters *prof)
-{
-    const dsv4_config *c = &e->cfg;
-    int hd = c->head_dim, H = c->n_heads, rd = c->rope_dim, win = c->window;
+    int hd = c->head_dim, rd = c->rope_dim;
     const float *inv_freq = st->kind == DSV4_LAYER_WINDOW ? e->tables->inv_freq_window
                                                           : e->tables->inv_freq_compressed;
-    float *q = sc->q + (size_t)i * H * hd;
     float *kv = sc->kv + (size_t)i * hd;
-
-    rope_cos_sin(st->cos_t, st->sin_t, inv_freq, rd / 2, t);
-    rope_vectors(q, H, hd, rd, st->cos_t, st->sin_t, 0, release);
-    rope_vectors(kv, 1, hd, rd, st->cos_t, st->sin_t, 0, release);
+    rope_vectors(kv, 1, hd, rd, cos_t, sin_t, 0, release);
     if (release)
         fmt_act_quant_sim(kv, (size_t)(hd - rd), 64);
-    memcpy(st->window + (size_t)(t % win) * hd, kv, (size_t)hd * sizeof *kv);
+    memcpy(st->window + (size_t)(t % st->ring) * hd, kv, (size_t)hd * sizeof *kv);
 
-    int n_selected = 0;
     double t0 = prof_begin(prof);
     if (st->kind == DSV4_LAYER_CSA) {
-        n_selected = index_token(e, L, st, sc, i, t, inv_freq, release);
+        const dsv4_indexer_weights *I = &L->indexer;
+        int id = c->index_head_dim;
+        float *key = st->index_keys + (size_t)st->n_index_keys * id;
+        if (compressor_push(&st->index_comp, t, sc->ia + (size_t)i * 2 * id, sc->ig + (size_t)i * 2 * id,
+                            I->compressor.ape, key)) {
+            rope_cos_sin(st->cos_e, st->sin_e, inv_freq, rd / 2, t + 1 - st->ratio);
+            compressor_finish_entry(key, id, I->compressor.norm, c->norm_eps, rd, st->cos_e, st->sin_e,
+                                    release, 1);
+            st->n_index_keys++;
+        }
         prof_end(prof, DSV4_PROF_INDEXER, t0);
         t0 = prof_begin(prof);
     }
@@ -402,31 +458,124 @@ static void attend_token(const dsv4_engine *e, const dsv4_layer_weights *L, attn
         }
         prof_end(prof, DSV4_PROF_COMPRESSOR, t0);
     }
+}
+
+/* Step 2, the attention itself, for row i (position t), seeing the first
+ * n_entries compressed entries and n_keys indexer keys of st (what the state
+ * held right after this token's advance_state), with the given scratch.
+ * heads_parallel: split the heads over the team (one token at a time), else
+ * all heads on the calling thread (tokens side by side). Reads the state,
+ * never writes it. */
+static void attend_row(const dsv4_engine *e, const dsv4_layer_weights *L, const attn_state *st, attn_state *sc,
+                       int i, long t, int n_entries, int n_keys, const float *cos_t, const float *sin_t,
+                       const float **kv_rows, float *scores, int *selected, int *topk_scratch, int heads_parallel,
+                       int release, prof_counters *prof)
+{
+    const dsv4_config *c = &e->cfg;
+    int hd = c->head_dim, H = c->n_heads, rd = c->rope_dim, win = c->window;
+    float *q = sc->q + (size_t)i * H * hd;
+    rope_vectors(q, H, hd, rd, cos_t, sin_t, 0, release);
+
+    int n_selected = 0;
+    if (st->kind == DSV4_LAYER_CSA && n_keys > 0) {
+        double t0 = prof_begin(prof);
+        int id = c->index_head_dim, ih = c->index_n_heads;
+        float *iq = sc->iq + (size_t)i * ih * id;
+        indexer_prepare_query(iq, ih, id, rd, cos_t, sin_t, release);
+        indexer_scores(e->k, scores, iq, sc->iw + (size_t)i * ih, st->index_keys, n_keys, ih, id, release);
+        n_selected = indexer_select(selected, scores, n_keys, c->index_topk, topk_scratch);
+        prof_end(prof, DSV4_PROF_INDEXER, t0);
+    }
 
     int n_rows = 0;
     long first = t - win + 1 > 0 ? t - win + 1 : 0;
     for (long p = first; p <= t; p++)
-        st->kv_rows[n_rows++] = st->window + (size_t)(p % win) * hd;
+        kv_rows[n_rows++] = st->window + (size_t)(p % st->ring) * hd;
     if (st->kind == DSV4_LAYER_HCA) {
-        for (int j = 0; j < st->n_entries; j++)
-            st->kv_rows[n_rows++] = st->entries + (size_t)j * hd;
+        for (int j = 0; j < n_entries; j++)
+            kv_rows[n_rows++] = st->entries + (size_t)j * hd;
     } else if (st->kind == DSV4_LAYER_CSA) {
         for (int j = 0; j < n_selected; j++)
-            st->kv_rows[n_rows++] = st->entries + (size_t)st->selected[j] * hd;
+            kv_rows[n_rows++] = st->entries + (size_t)selected[j] * hd;
     }
 
     if (prof)
         prof->s.flops += 4.0 * H * hd * n_rows;
     float *o = sc->o + (size_t)i * H * hd;
     const dsv4_kernels *k = e->k;
-    const float *const *rows = st->kv_rows;
+    const float *const *rows = kv_rows;
     float scale = 1.0f / sqrtf((float)hd);
+    if (heads_parallel) {
+        /* Heads in fours: the kernel reads each key row once for up to 4 heads. */
+        int groups = (H + 3) / 4;
 #pragma omp parallel for schedule(static)
-    for (int h = 0; h < H; h++)
-        k->attend(o, q, hd, rows, n_rows, L->attn_sink, scale, release, h, h + 1);
+        for (int g = 0; g < groups; g++)
+            k->attend(o, q, hd, rows, n_rows, L->attn_sink, scale, release, 4 * g, 4 * g + 4 < H ? 4 * g + 4 : H);
+    } else {
+        k->attend(o, q, hd, rows, n_rows, L->attn_sink, scale, release, 0, H);
+    }
     if (release)
         fmt_round_bf16_array(o, (size_t)H * hd);
-    rope_vectors(o, H, hd, rd, st->cos_t, st->sin_t, 1, release);
+    rope_vectors(o, H, hd, rd, cos_t, sin_t, 1, release);
+}
+
+/* Step 2 for one token: row i of sc, position t of st's sequence. */
+static void attend_token(const dsv4_engine *e, const dsv4_layer_weights *L, attn_state *st, attn_state *sc,
+                         int i, long t, int heads_parallel, int release, prof_counters *prof)
+{
+    const float *inv_freq = st->kind == DSV4_LAYER_WINDOW ? e->tables->inv_freq_window
+                                                          : e->tables->inv_freq_compressed;
+    rope_cos_sin(st->cos_t, st->sin_t, inv_freq, e->cfg.rope_dim / 2, t);
+    advance_state(e, L, st, sc, i, t, st->cos_t, st->sin_t, release, prof);
+    attend_row(e, L, st, sc, i, t, st->n_entries, st->n_index_keys, st->cos_t, st->sin_t, st->kv_rows, st->scores,
+               st->selected, st->topk_scratch, heads_parallel, release, prof);
+}
+
+/* Step 2 for rows 0..n-1 of st's own scratch, the next n tokens of its
+ * sequence: the state advances token by token first (cheap, in order), then
+ * the tokens attend side by side, each seeing exactly what it would have seen
+ * one at a time (window keys up to its position: the ring holds the window
+ * plus a chunk; entries and indexer keys recorded per token). Few tokens:
+ * one at a time with the heads split instead. */
+static void attend_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, attn_state *st, int n, long pos0,
+                         int release, prof_counters *prof)
+{
+    int team = omp_get_max_threads();
+    if (team > st->workers)
+        team = st->workers;
+    if (n < 2 || team < 2 || n < team) {
+        for (int i = 0; i < n; i++)
+            attend_token(e, L, st, st, i, pos0 + i, 1, release, prof);
+        return;
+    }
+    const float *inv_freq = st->kind == DSV4_LAYER_WINDOW ? e->tables->inv_freq_window
+                                                          : e->tables->inv_freq_compressed;
+    int half = e->cfg.rope_dim / 2;
+    for (int i = 0; i < n; i++) {
+        rope_cos_sin(st->cos_t, st->sin_t, inv_freq, half, pos0 + i);
+        advance_state(e, L, st, st, i, pos0 + i, st->cos_t, st->sin_t, release, prof);
+        st->vis_entries[i] = st->n_entries;
+        st->vis_keys[i] = st->n_index_keys;
+    }
+    prof_counters *row_prof = st->row_prof;
+    int enabled = prof && prof->enabled;
+    double wall = enabled ? prof_now() : 0.0;
+    size_t me = (size_t)st->max_entries;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(team)
+    for (int i = 0; i < n; i++) {
+        int w = omp_get_thread_num();
+        float *cos_t = st->w_cos + (size_t)w * half, *sin_t = st->w_sin + (size_t)w * half;
+        row_prof[i] = (prof_counters){.enabled = enabled};
+        double r0 = enabled ? prof_now() : 0.0;
+        rope_cos_sin(cos_t, sin_t, inv_freq, half, pos0 + i);
+        attend_row(e, L, st, st, i, pos0 + i, st->vis_entries[i], st->vis_keys[i], cos_t, sin_t,
+                   st->w_rows + (size_t)w * st->max_rows, st->w_scores ? st->w_scores + (size_t)w * me : NULL,
+                   st->w_selected ? st->w_selected + (size_t)w * me : NULL,
+                   st->w_topk ? st->w_topk + (size_t)w * me : NULL, 0, release, &row_prof[i]);
+        row_prof[i].s.seconds = enabled ? prof_now() - r0 : 0.0;
+    }
+    if (prof)
+        prof_add_rows(prof, row_prof, n, enabled ? prof_now() - wall : 0.0);
 }
 
 /* Step 3: grouped low-rank output projection, batched over the chunk. */
@@ -438,20 +587,24 @@ static void output_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, attn
     size_t qdim = (size_t)c->n_heads * c->head_dim, gdim = qdim / G;
     prof_linear(prof, &L->wo_a, n);
     prof_linear(prof, &L->wo_b, n);
-    for (int g = 0; g < G; g++)
-        linear_matmul_rows(e->k, &L->wo_a, st->oa, (size_t)G * r, st->o + g * gdim, qdim, n, g * r, (g + 1) * r);
+    linear_job jobs[64];
+    for (int g0 = 0; g0 < G; g0 += 64) {
+        int nj = 0;
+        for (int g = g0; g < G && g < g0 + 64; g++)
+            jobs[nj++] = (linear_job){&L->wo_a, st->oa, (size_t)G * r, st->o + g * gdim, qdim, n, g * r, (g + 1) * r, 0};
+        linear_matmul_jobs(e->k, jobs, nj);
+    }
     if (release) {
-        fmt_round_bf16_array(st->oa, (size_t)n * G * r);
+        round_rows(st->oa, (size_t)n * G * r);
         if (is_quantized(&L->wo_b))
-            for (int i = 0; i < n; i++)
-                fmt_act_quant_sim(st->oa + (size_t)i * G * r, (size_t)G * r, 128);
+            act_quant_rows(st->oa, st->oa, n, G * r);
     }
     if (release && is_quantized(&L->wo_b))
         linear_matmul_e4m3act(e->k, &L->wo_b, out, st->oa, n);
     else
         linear_matmul(e->k, &L->wo_b, out, st->oa, n);
     if (release)
-        fmt_round_bf16_array(out, (size_t)n * c->dim);
+        round_rows(out, (size_t)n * c->dim);
 }
 
 void attention_project(const dsv4_engine *e, int layer, attn_state *sc, const float *x, int n,
@@ -464,8 +617,19 @@ int attention_core(const dsv4_engine *e, int layer, attn_state *st, attn_state *
 {
     if (layer != st->layer || layer != sc->layer || st->n_seen >= st->max_tokens || i < 0 || i >= sc->max_chunk)
         return -1;
-    attend_token(e, &e->w.layers[layer], st, sc, i, st->n_seen, e->opt.numerics == DSV4_NUMERICS_RELEASE, prof);
+    /* Inside a parallel region (rows of a batch side by side) the heads stay on this thread. */
+    attend_token(e, &e->w.layers[layer], st, sc, i, st->n_seen, !omp_in_parallel(),
+                 e->opt.numerics == DSV4_NUMERICS_RELEASE, prof);
     st->n_seen++;
+    return 0;
+}
+
+int attention_core_chunk(const dsv4_engine *e, int layer, attn_state *st, int n, struct prof_counters *prof)
+{
+    if (layer != st->layer || n < 0 || n > st->max_chunk || st->n_seen + n > st->max_tokens)
+        return -1;
+    attend_chunk(e, &e->w.layers[layer], st, n, st->n_seen, e->opt.numerics == DSV4_NUMERICS_RELEASE, prof);
+    st->n_seen += n;
     return 0;
 }
 
@@ -488,8 +652,7 @@ void attention_forward(const dsv4_engine *e, int layer, attn_state *st,
         return;
     }
     project_chunk(e, L, st, x, n, release, NULL);
-    for (int i = 0; i < n; i++)
-        attend_token(e, L, st, st, i, (long)pos0 + i, release, NULL);
+    attend_chunk(e, L, st, n, pos0, release, NULL);
     output_chunk(e, L, st, n, out, release, NULL);
     st->n_seen += n;
 }

@@ -36,6 +36,10 @@ void attention_project(const dsv4_engine *e, int layer, attn_state *sc, const fl
                        struct prof_counters *prof);
 int attention_core(const dsv4_engine *e, int layer, attn_state *st, attn_state *sc, int i,
                    struct prof_counters *prof);
+/* Step 2 for rows 0..n-1 of st's own scratch (st == sc), the next n tokens of
+ * st's sequence: the same results as attention_core for i = 0..n-1, with the
+ * tokens' cores side by side on the team where there are enough of them. */
+int attention_core_chunk(const dsv4_engine *e, int layer, attn_state *st, int n, struct prof_counters *prof);
 void attention_output(const dsv4_engine *e, int layer, attn_state *sc, int n, float *out,
                       struct prof_counters *prof);
 

@@ -58,6 +58,8 @@ int dsv4_batch_step(dsv4_session *const *sessions, const int32_t *tokens, int n,
         if (s->position >= s->max_tokens)
             return dsv4_fail(err, "context full: session %d is at max_tokens %d", i, s->max_tokens);
     }
+    if (forward_state_capacity(sessions[0]->state) < n)
+        return dsv4_fail(err, "dsv4_batch_step: session 0 has no room for %d rows (out of memory earlier)", n);
     forward_state *states[FORWARD_CHUNK];
     for (int i = 0; i < n; i++)
         states[i] = sessions[i]->state;

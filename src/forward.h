@@ -6,10 +6,16 @@
 
 #include "engine.h"
 
-/* Most tokens one model_forward call takes. Prefills are cut into chunks of
- * this size; results do not depend on it (every per-token computation has a
+/* Most rows of one attention pass (a batch step, or a slice of a prefill
+ * chunk): every state is created able to take this many tokens per call.
+ * Results do not depend on any chunk size (every per-token computation has a
  * fixed order, and the matrix kernels are batch-size invariant). */
 #define FORWARD_CHUNK 64
+/* Most tokens of one prefill call once forward_state_reserve grew the state:
+ * the MoE then sees every expert with ~PREFILL_CHUNK·top-k/E rows, enough for
+ * the matrix kernels to reuse each weight row over many tokens. Sized by
+ * memory: ~170 MB of activations at V4-Flash width. */
+#define PREFILL_CHUNK 512
 
 typedef struct forward_state forward_state;
 
@@ -18,7 +24,14 @@ void forward_state_free(forward_state *st);
 /* Forgets the sequence: the next call starts at position 0. */
 void forward_state_reset(forward_state *st);
 
-/* Runs tokens[0..n) (n <= FORWARD_CHUNK, ids already validated) at positions
+/* Tokens one model_forward call may take now (FORWARD_CHUNK at creation). */
+int forward_state_capacity(const forward_state *st);
+/* Grows the chunk buffers to take n tokens per call (n <= PREFILL_CHUNK);
+ * returns the capacity afterwards, unchanged if memory runs out (the caller
+ * then cuts smaller chunks: same results). */
+int forward_state_reserve(forward_state *st, const dsv4_engine *e, int n);
+
+/* Runs tokens[0..n) (n <= forward_state_capacity, ids already validated) at positions
  * pos0.. pos0+n-1, continuing the state. logits: NULL for none; else
  * [n][vocab] when all_logits, [vocab] for the last token otherwise. */
 void model_forward(const dsv4_engine *e, forward_state *st, const int32_t *tokens, int n, int pos0,

@@ -91,7 +91,7 @@ void hc_mixes(const dsv4_engine *e, const float *fn, int rows, const float *X, i
     dsv4_linear W = { .fmt = DSV4_WF_F32, .rows = rows, .cols = len, .data = fn, .scale = NULL };
     if (e->opt.numerics == DSV4_NUMERICS_PLAIN) {
         /* transformers: F.linear(v * rsqrt(...), fn) */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > 1)
         for (int t = 0; t < n; t++) {
             const float *v = X + (size_t)t * len;
             float *s = scratch + (size_t)t * len;
@@ -103,6 +103,7 @@ void hc_mixes(const dsv4_engine *e, const float *fn, int rows, const float *X, i
     } else {
         /* official: F.linear(v, fn) * rsqrt(...) */
         linear_matmul(e->k, &W, mixes, X, n);
+#pragma omp parallel for schedule(static) if (n > 1)
         for (int t = 0; t < n; t++) {
             float r = inv_rms(X + (size_t)t * len, len, eps);
             for (int j = 0; j < rows; j++)
@@ -128,7 +129,9 @@ void hc_pre(const dsv4_engine *e, const dsv4_hc_weights *w, const float *X, int 
 {
     int hc = e->cfg.hc_mult, dim = e->cfg.dim, mix = (2 + hc) * hc;
     hc_mixes(e, w->fn, mix, X, n, scratch, mixes);
-#pragma omp parallel for schedule(static)
+    /* One token's split and collapse is a few microseconds: a team only pays
+     * off over several tokens. */
+#pragma omp parallel for schedule(static) if (n > 1)
     for (int t = 0; t < n; t++) {
         hc_split(mixes + (size_t)t * mix, w->scale, w->base, hc, e->cfg.hc_sinkhorn_iters, e->cfg.hc_eps,
                  pre + (size_t)t * hc, post + (size_t)t * hc, comb + (size_t)t * hc * hc);
@@ -136,23 +139,30 @@ void hc_pre(const dsv4_engine *e, const dsv4_hc_weights *w, const float *X, int 
     }
 }
 
+/* Values of one output stream per work item. */
+#define POST_BLOCK 1024
+
 void hc_post(const float *X, const float *f, const float *post, const float *comb,
              int n, int hc, int dim, float *Xout)
 {
-#pragma omp parallel for schedule(static)
-    for (int t = 0; t < n; t++) {
+    /* Split by (token, output stream, dimension block): even one token's
+     * 4x4 mix of 4096-wide streams spreads over a team; each value is one
+     * fixed sum, whoever computes it. */
+    int blocks = (dim + POST_BLOCK - 1) / POST_BLOCK, items = n * hc * blocks;
+#pragma omp parallel for schedule(static) if ((long)n * hc * hc * dim >= 32768 && items > 1)
+    for (int it = 0; it < items; it++) {
+        int t = it / (hc * blocks), b = it / blocks % hc, d0 = it % blocks * POST_BLOCK;
+        int d1 = d0 + POST_BLOCK < dim ? d0 + POST_BLOCK : dim;
         const float *xt = X + (size_t)t * hc * dim;
         const float *ft = f + (size_t)t * dim;
         const float *pt = post + (size_t)t * hc;
         const float *ct = comb + (size_t)t * hc * hc;
-        for (int b = 0; b < hc; b++) {
-            float *yb = Xout + ((size_t)t * hc + b) * dim;
-            for (int d = 0; d < dim; d++) {
-                float mixed = ct[b] * xt[d];
-                for (int a = 1; a < hc; a++)
-                    mixed += ct[a * hc + b] * xt[(size_t)a * dim + d];
-                yb[d] = pt[b] * ft[d] + mixed;
-            }
+        float *yb = Xout + ((size_t)t * hc + b) * dim;
+        for (int d = d0; d < d1; d++) {
+            float mixed = ct[b] * xt[d];
+            for (int a = 1; a < hc; a++)
+                mixed += ct[a * hc + b] * xt[(size_t)a * dim + d];
+            yb[d] = pt[b] * ft[d] + mixed;
         }
     }
 }
@@ -162,6 +172,7 @@ void hc_head(const dsv4_engine *e, const float *X, int n, float *scratch, float 
     const dsv4_weights *w = &e->w;
     int hc = e->cfg.hc_mult, dim = e->cfg.dim;
     hc_mixes(e, w->hc_head_fn, hc, X, n, scratch, mixes);
+#pragma omp parallel for schedule(static) if (n > 1)
     for (int t = 0; t < n; t++) {
         float *m = mixes + (size_t)t * hc;
         for (int a = 0; a < hc; a++)

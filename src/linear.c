@@ -5,11 +5,8 @@
 
 #include "../simd/formats.h"
 
+#include <omp.h>
 #include <string.h>
-
-/* Rows per work item: small enough to balance a few thousand rows over many
- * threads, large enough that a chunk streams a useful run of weights. */
-#define ROW_CHUNK 16
 
 static void matmul_chunk(const dsv4_kernels *k, const dsv4_linear *W, float *Y, size_t ldy,
                          const float *X, size_t ldx, int n, int r0, int r1, int e4m3act)
@@ -40,22 +37,98 @@ static void matmul_chunk(const dsv4_kernels *k, const dsv4_linear *W, float *Y, 
     }
 }
 
+/* Least cost (weight bytes, scaled up by the token count) of a work item: a
+ * few microseconds of streaming, so that small matrices still spread over
+ * many threads while each item reads a useful run of weights. Rows per item
+ * are a multiple of the kernels' 4-row tile where rows are small enough. */
+#define ITEM_BYTES (64 * 1024)
+/* Below this much work (weight bytes + activation FLOPs) a parallel region's
+ * fork and join cost more than they save: run on the calling thread. */
+#define SERIAL_WORK (96 * 1024)
+
+static double row_bytes(const dsv4_linear *W)
+{
+    switch (W->fmt) {
+    case DSV4_WF_F32: return 4.0 * W->cols;
+    case DSV4_WF_BF16: return 2.0 * W->cols;
+    case DSV4_WF_FP8: return 1.0 * W->cols;
+    case DSV4_WF_FP4: return 0.5 * W->cols;
+    default: return 0.0;
+    }
+}
+
+/* Items per thread for a large total: few enough that handing them out costs
+ * nothing (one atomic each), enough that the last ones even out the threads. */
+#define ITEMS_PER_THREAD 8
+
+static double job_cost(const linear_job *j)
+{
+    /* More tokens make a row costlier. */
+    return row_bytes(j->W) * (1.0 + j->n / 4.0);
+}
+
+static int rows_per_item(const linear_job *j, double item_cost)
+{
+    double cost = job_cost(j);
+    int rows = cost > 0 ? (int)(item_cost / cost) : 1;
+    /* The kernels load each input row once per 4 weight rows (and the GEMM
+     * path decodes weights per 4-row block): never cut a tile. */
+    int least = j->n >= 4 ? 16 : 4;
+    if (rows < least)
+        rows = least;
+    return rows & ~3;
+}
+
+void linear_matmul_jobs(const dsv4_kernels *k, const linear_job *jobs, int n_jobs)
+{
+    int first[LINEAR_MAX_JOBS + 1], step[LINEAR_MAX_JOBS];
+    double work = 0.0;
+    if (n_jobs > LINEAR_MAX_JOBS) {
+        for (int i = 0; i < n_jobs; i += LINEAR_MAX_JOBS)
+            linear_matmul_jobs(k, jobs + i, n_jobs - i < LINEAR_MAX_JOBS ? n_jobs - i : LINEAR_MAX_JOBS);
+        return;
+    }
+    int rows[LINEAR_MAX_JOBS];
+    for (int i = 0; i < n_jobs; i++) {
+        const linear_job *j = &jobs[i];
+        rows[i] = j->n > 0 && j->W->fmt != DSV4_WF_NONE && j->r1 > j->r0 ? j->r1 - j->r0 : 0;
+        work += rows[i] * job_cost(j);
+    }
+    double item_cost = work / ((double)omp_get_max_threads() * ITEMS_PER_THREAD);
+    if (item_cost < ITEM_BYTES)
+        item_cost = ITEM_BYTES;
+    first[0] = 0;
+    for (int i = 0; i < n_jobs; i++) {
+        step[i] = rows_per_item(&jobs[i], item_cost);
+        first[i + 1] = first[i] + (rows[i] + step[i] - 1) / step[i];
+    }
+    int items = first[n_jobs];
+    if (items == 0)
+        return;
+    /* Items differ in cost (formats, token counts): hand them out dynamically.
+     * Which thread computes an item does not change its result. */
+#pragma omp parallel for schedule(dynamic, 1) if (items > 1 && work > SERIAL_WORK)
+    for (int it = 0; it < items; it++) {
+        int lo = 0, hi = n_jobs - 1;
+        while (lo < hi) { /* the job holding item it: last i with first[i] <= it */
+            int mid = (lo + hi + 1) / 2;
+            if (first[mid] <= it)
+                lo = mid;
+            else
+                hi = mid - 1;
+        }
+        const linear_job *j = &jobs[lo];
+        int a = j->r0 + (it - first[lo]) * step[lo];
+        int b = a + step[lo] < j->r1 ? a + step[lo] : j->r1;
+        matmul_chunk(k, j->W, j->Y, j->ldy, j->X, j->ldx, j->n, a, b, j->e4m3act);
+    }
+}
+
 static void matmul_rows(const dsv4_kernels *k, const dsv4_linear *W, float *Y, size_t ldy,
                         const float *X, size_t ldx, int n, int r0, int r1, int e4m3act)
 {
-    if (n <= 0 || r1 <= r0)
-        return;
-    int chunks = (r1 - r0 + ROW_CHUNK - 1) / ROW_CHUNK;
-    if (chunks == 1) {
-        matmul_chunk(k, W, Y, ldy, X, ldx, n, r0, r1, e4m3act);
-        return;
-    }
-#pragma omp parallel for schedule(static)
-    for (int c = 0; c < chunks; c++) {
-        int a = r0 + c * ROW_CHUNK;
-        int b = a + ROW_CHUNK < r1 ? a + ROW_CHUNK : r1;
-        matmul_chunk(k, W, Y, ldy, X, ldx, n, a, b, e4m3act);
-    }
+    linear_job j = {W, Y, ldy, X, ldx, n, r0, r1, e4m3act};
+    linear_matmul_jobs(k, &j, 1);
 }
 
 void linear_matmul_rows(const dsv4_kernels *k, const dsv4_linear *W, float *Y, size_t ldy,

@@ -37,6 +37,23 @@ void linear_matmul(const dsv4_kernels *k, const dsv4_linear *W, float *Y, const 
 void linear_matmul_rows_e4m3act(const dsv4_kernels *k, const dsv4_linear *W, float *Y, size_t ldy,
                                 const float *X, size_t ldx, int n, int r0, int r1);
 void linear_matmul_e4m3act(const dsv4_kernels *k, const dsv4_linear *W, float *Y, const float *X, int n);
+/* One matrix product of a batch: Y[t][r] = W[r]·X[t] for t < n, r in [r0, r1);
+ * e4m3act: X is FP8-simulated (as linear_matmul_rows_e4m3act). */
+typedef struct {
+    const dsv4_linear *W;
+    float *Y;
+    size_t ldy;
+    const float *X;
+    size_t ldx;
+    int n, r0, r1;
+    int e4m3act;
+} linear_job;
+#define LINEAR_MAX_JOBS 1024
+/* All jobs in one parallel region (rows of every job cut into work items of
+ * similar cost; small totals run on the calling thread): one fork/join for
+ * many small matrices. Results are those of the jobs run one by one. Outputs
+ * must not overlap. */
+void linear_matmul_jobs(const dsv4_kernels *k, const linear_job *jobs, int n_jobs);
 /* One row of W as floats (embedding lookup). */
 void linear_row(const dsv4_linear *W, int row, float *out);
 

@@ -19,6 +19,7 @@
  * checkpoint, so the residual streams start exactly representable. */
 #include "model.h"
 
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,9 +73,15 @@ struct forward_state {
     float *pre, *post;       /* [chunk][hc] */
     float *comb;             /* [chunk][hc*hc] */
     float *u, *normed, *f;   /* [chunk][dim]: collapsed input, its norm, sub-layer output */
+    int cap;                 /* tokens per call the buffers above (and moe) take */
     prof_counters prof;      /* this sequence's speed accounting */
     long position;           /* tokens of the sequence run so far */
 };
+
+int forward_state_capacity(const forward_state *st)
+{
+    return st->cap;
+}
 
 long forward_state_position(const forward_state *st)
 {
@@ -84,6 +91,69 @@ long forward_state_position(const forward_state *st)
 prof_counters *forward_state_profile(forward_state *st)
 {
     return &st->prof;
+}
+
+static void free_chunk_buffers(forward_state *st)
+{
+    moe_scratch_free(st->moe);
+    st->moe = NULL;
+    float **bufs[] = {&st->X, &st->X_next, &st->hc_scratch, &st->mixes, &st->pre, &st->post, &st->comb,
+                      &st->u, &st->normed, &st->f};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        free(*bufs[i]);
+        *bufs[i] = NULL;
+    }
+    st->cap = 0;
+}
+
+static float *alloc_floats(size_t n)
+{
+    return malloc(n * sizeof(float));
+}
+
+/* Buffers for n tokens per call; on failure none are left and cap is 0. */
+static int alloc_chunk_buffers(forward_state *st, const dsv4_engine *e, int n_tokens, dsv4_error *err)
+{
+    const dsv4_config *c = &e->cfg;
+    size_t n = (size_t)n_tokens, hc = (size_t)c->hc_mult, dim = (size_t)c->dim;
+    st->X = alloc_floats(n * hc * dim);
+    st->X_next = alloc_floats(n * hc * dim);
+    st->hc_scratch = alloc_floats(n * hc * dim);
+    st->mixes = alloc_floats(n * (2 + hc) * hc);
+    st->pre = alloc_floats(n * hc);
+    st->post = alloc_floats(n * hc);
+    st->comb = alloc_floats(n * hc * hc);
+    st->u = alloc_floats(n * dim);
+    st->normed = alloc_floats(n * dim);
+    st->f = alloc_floats(n * dim);
+    if (!st->X || !st->X_next || !st->hc_scratch || !st->mixes || !st->pre || !st->post || !st->comb ||
+        !st->u || !st->normed || !st->f) {
+        free_chunk_buffers(st);
+        return dsv4_fail(err, "out of memory for the activations of a %d-token chunk", n_tokens);
+    }
+    if (moe_scratch_new(&st->moe, e, n_tokens, err)) {
+        free_chunk_buffers(st);
+        return -1;
+    }
+    moe_set_profile(st->moe, &st->prof);
+    st->cap = n_tokens;
+    return 0;
+}
+
+int forward_state_reserve(forward_state *st, const dsv4_engine *e, int n)
+{
+    if (n <= st->cap || n > PREFILL_CHUNK)
+        return st->cap;
+    int old = st->cap;
+    free_chunk_buffers(st);
+    dsv4_error ignored;
+    if (alloc_chunk_buffers(st, e, n, &ignored) == 0)
+        return st->cap;
+    /* Back to what worked before (freed just now, so it fits again unless
+     * something else took the memory meanwhile). */
+    if (alloc_chunk_buffers(st, e, old, &ignored) == 0)
+        return st->cap;
+    return alloc_chunk_buffers(st, e, FORWARD_CHUNK, &ignored) == 0 ? st->cap : 0;
 }
 
 void forward_state_free(forward_state *st)
@@ -108,11 +178,6 @@ void forward_state_free(forward_state *st)
     free(st);
 }
 
-static float *alloc_floats(size_t n)
-{
-    return malloc(n * sizeof(float));
-}
-
 int forward_state_new(forward_state **out, const dsv4_engine *e, int max_tokens, dsv4_error *err)
 {
     const dsv4_config *c = &e->cfg;
@@ -123,23 +188,15 @@ int forward_state_new(forward_state **out, const dsv4_engine *e, int max_tokens,
     forward_state *st = calloc(1, sizeof *st);
     if (!st)
         return dsv4_fail(err, "out of memory for the session state");
-    size_t n = FORWARD_CHUNK, hc = (size_t)c->hc_mult, dim = (size_t)c->dim;
     st->n_layers = c->n_layers;
     st->attn = calloc((size_t)c->n_layers, sizeof *st->attn);
-    st->X = alloc_floats(n * hc * dim);
-    st->X_next = alloc_floats(n * hc * dim);
-    st->hc_scratch = alloc_floats(n * hc * dim);
-    st->mixes = alloc_floats(n * (2 + hc) * hc);
-    st->pre = alloc_floats(n * hc);
-    st->post = alloc_floats(n * hc);
-    st->comb = alloc_floats(n * hc * hc);
-    st->u = alloc_floats(n * dim);
-    st->normed = alloc_floats(n * dim);
-    st->f = alloc_floats(n * dim);
-    if (!st->attn || !st->X || !st->X_next || !st->hc_scratch || !st->mixes || !st->pre || !st->post ||
-        !st->comb || !st->u || !st->normed || !st->f) {
+    if (!st->attn) {
         forward_state_free(st);
-        return dsv4_fail(err, "out of memory for the activations of a %d-token chunk", FORWARD_CHUNK);
+        return dsv4_fail(err, "out of memory for the session state");
+    }
+    if (alloc_chunk_buffers(st, e, FORWARD_CHUNK, err)) {
+        forward_state_free(st);
+        return -1;
     }
     for (int l = 0; l < c->n_layers; l++) {
         if (attn_state_new(&st->attn[l], e, l, max_tokens, FORWARD_CHUNK, err)) {
@@ -147,11 +204,6 @@ int forward_state_new(forward_state **out, const dsv4_engine *e, int max_tokens,
             return -1;
         }
     }
-    if (moe_scratch_new(&st->moe, e, FORWARD_CHUNK, err)) {
-        forward_state_free(st);
-        return -1;
-    }
-    moe_set_profile(st->moe, &st->prof);
     *out = st;
     return 0;
 }
@@ -220,9 +272,10 @@ static const int kind_part[] = {
     [DSV4_LAYER_WINDOW] = DSV4_PROF_ATTN_WINDOW, [DSV4_LAYER_CSA] = DSV4_PROF_ATTN_CSA, [DSV4_LAYER_HCA] = DSV4_PROF_ATTN_HCA};
 
 /* The layer loop over n rows; sc holds the scratch (and counts), row i is the
- * next token of the sequence whose state is rows[i]. Rows of one sequence
- * are consecutive tokens in order. logits: [n][vocab] for every row, or the
- * last row only. */
+ * next token of the sequence whose state is rows[i] (rows NULL: all of sc's
+ * own sequence). Rows of one sequence are consecutive tokens in order. The
+ * attention runs in slices of FORWARD_CHUNK rows (its scratch), the rest over
+ * all n. logits: [n][vocab] for every row, or the last row only. */
 static void forward_rows(const dsv4_engine *e, forward_state *sc, forward_state *const *rows,
                          const int32_t *tokens, int n, float *logits, int all_logits)
 {
@@ -249,10 +302,36 @@ static void forward_rows(const dsv4_engine *e, forward_state *sc, forward_state 
 
         t0 = prof_begin(prof);
         double inner = prof->s.part_seconds[DSV4_PROF_INDEXER] + prof->s.part_seconds[DSV4_PROF_COMPRESSOR];
-        attention_project(e, l, sa, sc->normed, n, prof);
-        for (int i = 0; i < n; i++)
-            attention_core(e, l, rows[i]->attn[l], sa, i, prof);
-        attention_output(e, l, sa, n, sc->f, prof);
+        for (int s0 = 0; s0 < n; s0 += FORWARD_CHUNK) {
+            int m = n - s0 < FORWARD_CHUNK ? n - s0 : FORWARD_CHUNK;
+            attention_project(e, l, sa, sc->normed + (size_t)s0 * dim, m, prof);
+            if (rows && m > 1 && m >= omp_get_max_threads()) {
+                /* Rows of a batch step belong to distinct sequences (batch.c):
+                 * their cores touch disjoint states and scratch rows, so they
+                 * run side by side, each whole on one thread (the per-head
+                 * loop inside stays serial there). Counts go to per-row
+                 * counters, added in row order. Fewer rows than threads: one
+                 * row at a time, heads split over the team. */
+                prof_counters row_prof[FORWARD_CHUNK];
+                double wall = prof_begin(prof);
+#pragma omp parallel for schedule(dynamic, 1)
+                for (int i = 0; i < m; i++) {
+                    row_prof[i] = (prof_counters){.enabled = prof->enabled};
+                    double r0 = prof_begin(prof);
+                    attention_core(e, l, rows[s0 + i]->attn[l], sa, i, &row_prof[i]);
+                    row_prof[i].s.seconds = prof->enabled ? prof_now() - r0 : 0.0;
+                }
+                if (prof->enabled)
+                    wall = prof_now() - wall;
+                prof_add_rows(prof, row_prof, m, wall);
+            } else if (rows) {
+                for (int i = 0; i < m; i++)
+                    attention_core(e, l, rows[s0 + i]->attn[l], sa, i, prof);
+            } else {
+                attention_core_chunk(e, l, sa, m, prof);
+            }
+            attention_output(e, l, sa, m, sc->f + (size_t)s0 * dim, prof);
+        }
         if (prof->enabled) {
             inner = prof->s.part_seconds[DSV4_PROF_INDEXER] + prof->s.part_seconds[DSV4_PROF_COMPRESSOR] - inner;
             prof->s.part_seconds[kind_part[c->kind[l]]] += prof_now() - t0 - inner;
@@ -277,8 +356,11 @@ static void forward_rows(const dsv4_engine *e, forward_state *sc, forward_state 
         compute_logits(e, sc, sc->X + (size_t)(n - 1) * hc * dim, 1, logits);
     prof_end(prof, DSV4_PROF_HEAD, t0);
 
-    for (int i = 0; i < n; i++)
-        rows[i]->position++;
+    if (rows)
+        for (int i = 0; i < n; i++)
+            rows[i]->position++;
+    else
+        sc->position += n;
     double total = prof_now() - t_start;
     prof->s.seconds += total;
     prof->s.tokens += n;
@@ -294,18 +376,15 @@ static void forward_rows(const dsv4_engine *e, forward_state *sc, forward_state 
 void model_forward(const dsv4_engine *e, forward_state *st, const int32_t *tokens, int n, int pos0,
                    float *logits, int all_logits)
 {
-    forward_state *rows[FORWARD_CHUNK];
-    if (n <= 0 || n > FORWARD_CHUNK || pos0 != forward_state_position(st))
+    if (n <= 0 || n > st->cap || pos0 != forward_state_position(st))
         return;
-    for (int i = 0; i < n; i++)
-        rows[i] = st;
-    forward_rows(e, st, rows, tokens, n, logits, all_logits);
+    forward_rows(e, st, NULL, tokens, n, logits, all_logits);
 }
 
 void model_forward_batch(const dsv4_engine *e, forward_state *const *states, const int32_t *tokens, int n,
                          float *logits)
 {
-    if (n <= 0 || n > FORWARD_CHUNK)
+    if (n <= 0 || n > FORWARD_CHUNK || n > states[0]->cap)
         return;
     forward_rows(e, states[0], states, tokens, n, logits, 1);
 }

@@ -24,3 +24,18 @@ const char *dsv4_prof_part_name(int part)
     };
     return part >= 0 && part < DSV4_PROF_COUNT ? names[part] : "?";
 }
+
+void prof_add_rows(prof_counters *p, const prof_counters *rows, int m, double wall)
+{
+    double busy = 0.0;
+    for (int i = 0; i < m; i++) {
+        p->s.weight_bytes += rows[i].s.weight_bytes;
+        p->s.flops += rows[i].s.flops;
+        busy += rows[i].s.seconds;
+    }
+    if (!p->enabled || busy <= 0.0)
+        return;
+    for (int i = 0; i < m; i++)
+        for (int part = 0; part < DSV4_PROF_COUNT; part++)
+            p->s.part_seconds[part] += rows[i].s.part_seconds[part] * (wall / busy);
+}

@@ -55,4 +55,9 @@ static inline void prof_bytes(prof_counters *p, double bytes, double flops)
     }
 }
 
+/* Adds the counts of m rows computed side by side (each row's seconds field:
+ * its own time). Their part seconds are scaled by wall / (sum of the rows'
+ * seconds), so the parts keep adding up to wall-clock time. */
+void prof_add_rows(prof_counters *p, const prof_counters *rows, int m, double wall);
+
 #endif

@@ -71,8 +71,13 @@ int dsv4_session_feed(dsv4_session *session, const int32_t *tokens, int n,
         return dsv4_fail(err, "context full: position %d + %d tokens exceeds max_tokens %d",
                          session->position, n, session->max_tokens);
 
-    for (int done = 0; done < n; done += FORWARD_CHUNK) {
-        int len = n - done < FORWARD_CHUNK ? n - done : FORWARD_CHUNK;
+    int cap = forward_state_capacity(session->state);
+    if (n > cap && cap < PREFILL_CHUNK)
+        cap = forward_state_reserve(session->state, e, n < PREFILL_CHUNK ? n : PREFILL_CHUNK);
+    if (cap <= 0)
+        return dsv4_fail(err, "out of memory for the activations of a %d-token chunk", FORWARD_CHUNK);
+    for (int done = 0; done < n; done += cap) {
+        int len = n - done < cap ? n - done : cap;
         int last_chunk = done + len == n;
         float *out = NULL;
         if (logits && all_logits)

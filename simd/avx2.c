@@ -248,19 +248,9 @@ static inline float dot_avx2(const float *a, const float *b, int n)
     return fold8(_mm256_add_ps(s0, s1));
 }
 
-static void index_scores_avx2(float *scores, const float *q, const float *w, const float *keys,
-                              int n_keys, int n_heads, int dim)
-{
-    for (int s = 0; s < n_keys; s++) {
-        const float *k = keys + (size_t)s * dim;
-        float acc = 0.0f;
-        for (int h = 0; h < n_heads; h++) {
-            float d = dot_avx2(q + (size_t)h * dim, k, dim);
-            acc += w[h] * (d > 0.0f ? d : 0.0f);
-        }
-        scores[s] = acc;
-    }
-}
+#define row_dot dot_avx2
+#include "index_scores_impl.h"
+#undef row_dot
 
 /* ---- attention: attend_impl.h over 8-lane vectors ---- */
 
@@ -346,7 +336,7 @@ static const dsv4_kernels avx2_table = {
     .matmul_fp4 = matmul_fp4_avx2,
     .matmul_fp8_e4m3act = matmul_fp8_avx2, /* exact products: no other math needed */
     .matmul_fp4_e4m3act = matmul_fp4_avx2,
-    .index_scores = index_scores_avx2,
+    .index_scores = index_scores_rows,
     .attend = attend_vec,
     .index_scores_fp4 = index_scores_fp4_scalar,
 };

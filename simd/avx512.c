@@ -407,19 +407,9 @@ static inline float dot_avx512(const float *a, const float *b, int n)
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-static void index_scores_avx512(float *scores, const float *q, const float *w, const float *keys,
-                                int n_keys, int n_heads, int dim)
-{
-    for (int s = 0; s < n_keys; s++) {
-        const float *k = keys + (size_t)s * dim;
-        float acc = 0.0f;
-        for (int h = 0; h < n_heads; h++) {
-            float d = dot_avx512(q + (size_t)h * dim, k, dim);
-            acc += w[h] * (d > 0.0f ? d : 0.0f);
-        }
-        scores[s] = acc;
-    }
-}
+#define row_dot dot_avx512
+#include "index_scores_impl.h"
+#undef row_dot
 
 /* ---- attention: attend_impl.h over 16-lane vectors ---- */
 
@@ -502,7 +492,7 @@ static const dsv4_kernels avx512_table = {
     .matmul_fp4 = matmul_fp4_avx512,
     .matmul_fp8_e4m3act = matmul_fp8_avx512, /* dispatch.c swaps in avx512_bf16.c where the CPU has BF16 */
     .matmul_fp4_e4m3act = matmul_fp4_avx512,
-    .index_scores = index_scores_avx512,
+    .index_scores = index_scores_rows,
     .attend = attend_vec,
     .index_scores_fp4 = index_scores_fp4_avx512vnni,
 };

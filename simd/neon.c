@@ -220,19 +220,9 @@ static inline float dot_neon(const float *a, const float *b, int n)
     return vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3))) + tail;
 }
 
-static void index_scores_neon(float *scores, const float *q, const float *w, const float *keys,
-                              int n_keys, int n_heads, int dim)
-{
-    for (int s = 0; s < n_keys; s++) {
-        const float *k = keys + (size_t)s * dim;
-        float acc = 0.0f;
-        for (int h = 0; h < n_heads; h++) {
-            float d = dot_neon(q + (size_t)h * dim, k, dim);
-            acc += w[h] * (d > 0.0f ? d : 0.0f);
-        }
-        scores[s] = acc;
-    }
-}
+#define row_dot dot_neon
+#include "index_scores_impl.h"
+#undef row_dot
 
 /* Attention as the scalar reference defines it (global max, the sink outside
  * the max, the denominator over unrounded weights, bf16 rounding only of the
@@ -423,7 +413,7 @@ static dsv4_kernels neon_table = {
     .matmul_fp4 = matmul_fp4_neon,
     .matmul_fp8_e4m3act = matmul_fp8_neon, /* exact products: no other math needed */
     .matmul_fp4_e4m3act = matmul_fp4_neon,
-    .index_scores = index_scores_neon,
+    .index_scores = index_scores_rows,
     .attend = attend_neon,
     .index_scores_fp4 = index_scores_fp4_neon,
 };

@@ -401,6 +401,25 @@ static inline void synth_rmdir(const char *dir)
     rmdir(dir);
 }
 
+/* cmocka setup/teardown that give each test a fresh synth_dir. */
+static char *synth_dir;
+
+static inline int synth_setup_dir(void **state)
+{
+    (void)state;
+    synth_dir = synth_tmpdir();
+    return synth_dir ? 0 : -1;
+}
+
+static inline int synth_teardown_dir(void **state)
+{
+    (void)state;
+    synth_rmdir(synth_dir);
+    free(synth_dir);
+    synth_dir = NULL;
+    return 0;
+}
+
 /* Writes a complete model into dir, replacing any files already there. */
 static inline int synth_write(const char *dir, const synth_opts *o)
 {

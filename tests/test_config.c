@@ -6,7 +6,6 @@
 
 #include "config.h"
 
-static char *tmp;
 static char path[512];
 
 /* V4-Flash's hub config.json (spec §1), as DeepSeek ships it. */
@@ -29,17 +28,9 @@ static const char *flash_hub =
 
 static int setup(void **state)
 {
-    (void)state;
-    tmp = synth_tmpdir();
-    snprintf(path, sizeof path, "%s/config.json", tmp);
-    return tmp ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    synth_rmdir(tmp);
-    free(tmp);
+    if (synth_setup_dir(state))
+        return -1;
+    snprintf(path, sizeof path, "%s/config.json", synth_dir);
     return 0;
 }
 
@@ -356,16 +347,16 @@ static void test_file_errors(void **state)
     (void)state;
     dsv4_config c;
     dsv4_error err;
-    assert_int_equal(synth_write_text(tmp, "config.json", "{\n  \"vocab_size\": 64,\n  \"hidden_size\": 64,,\n}\n"), 0);
+    assert_int_equal(synth_write_text(synth_dir, "config.json", "{\n  \"vocab_size\": 64,\n  \"hidden_size\": 64,,\n}\n"), 0);
     assert_int_equal(config_load(&c, path, &err), -1);
     if (strncmp(err.message, "config.json:3:", 14) != 0) fail_msg("%s", err.message);
 
-    assert_int_equal(synth_write_text(tmp, "config.json", "[1, 2]"), 0);
+    assert_int_equal(synth_write_text(synth_dir, "config.json", "[1, 2]"), 0);
     assert_int_equal(config_load(&c, path, &err), -1);
     assert_string_equal(err.message, "config.json: top level must be a JSON object");
 
     char missing[600];
-    snprintf(missing, sizeof missing, "%s/nope.json", tmp);
+    snprintf(missing, sizeof missing, "%s/nope.json", synth_dir);
     assert_int_equal(config_load(&c, missing, &err), -1);
     assert_true(strstr(err.message, "cannot read '") && strstr(err.message, "nope.json': No such file or directory"));
 }
@@ -373,12 +364,12 @@ static void test_file_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_hub_form, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_transformers_form, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_optional_keys, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_hub_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_transformers_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_file_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hub_form, setup, synth_teardown_dir),
+        cmocka_unit_test_setup_teardown(test_transformers_form, setup, synth_teardown_dir),
+        cmocka_unit_test_setup_teardown(test_optional_keys, setup, synth_teardown_dir),
+        cmocka_unit_test_setup_teardown(test_hub_errors, setup, synth_teardown_dir),
+        cmocka_unit_test_setup_teardown(test_transformers_errors, setup, synth_teardown_dir),
+        cmocka_unit_test_setup_teardown(test_file_errors, setup, synth_teardown_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

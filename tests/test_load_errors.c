@@ -6,31 +6,15 @@
 #include "engine.h"
 #include "safetensors.h"
 
-static char *tmp;
-
-static int setup(void **state)
-{
-    (void)state;
-    tmp = synth_tmpdir();
-    return tmp ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    synth_rmdir(tmp);
-    free(tmp);
-    return 0;
-}
 
 static dsv4_engine *open_ok(const synth_opts *o)
 {
-    assert_int_equal(synth_write(tmp, o), 0);
+    assert_int_equal(synth_write(synth_dir, o), 0);
     dsv4_options opt;
     dsv4_options_default(&opt);
     dsv4_engine *e = NULL;
     dsv4_error err;
-    if (dsv4_engine_open(&e, tmp, &opt, &err) != 0) fail_msg("open failed: %s", err.message);
+    if (dsv4_engine_open(&e, synth_dir, &opt, &err) != 0) fail_msg("open failed: %s", err.message);
     return e;
 }
 
@@ -250,15 +234,15 @@ static void test_corruptions(void **state)
         synth_opts o;
         synth_defaults(&o);
         c->corrupt(&o);
-        synth_rmdir(tmp);
-        assert_int_equal(mkdir(tmp, 0700), 0);
-        assert_int_equal(synth_write(tmp, &o), 0);
+        synth_rmdir(synth_dir);
+        assert_int_equal(mkdir(synth_dir, 0700), 0);
+        assert_int_equal(synth_write(synth_dir, &o), 0);
         dsv4_options opt;
         dsv4_options_default(&opt);
         dsv4_engine *e = (dsv4_engine *)1;
         dsv4_error err;
         memset(err.message, 0, sizeof err.message);
-        if (dsv4_engine_open(&e, tmp, &opt, &err) != -1) fail_msg("%s: opened", c->what);
+        if (dsv4_engine_open(&e, synth_dir, &opt, &err) != -1) fail_msg("%s: opened", c->what);
         assert_null(e);
         if (strchr(err.message, '\n')) fail_msg("%s: multi-line message \"%s\"", c->what, err.message);
         for (int k = 0; k < 3 && c->expect[k]; k++)
@@ -281,19 +265,19 @@ static void test_open_errors(void **state)
     assert_string_equal(err.message, "cannot open model directory '/nonexistent/dsv4': No such file or directory");
 
     /* An empty directory: config.json is read first. */
-    assert_int_equal(dsv4_engine_open(&e, tmp, &opt, &err), -1);
+    assert_int_equal(dsv4_engine_open(&e, synth_dir, &opt, &err), -1);
     assert_non_null(strstr(err.message, "config.json': No such file or directory"));
 
     synth_opts o;
     synth_defaults(&o);
-    assert_int_equal(synth_write(tmp, &o), 0);
+    assert_int_equal(synth_write(synth_dir, &o), 0);
     opt.isa = "sparc";
-    assert_int_equal(dsv4_engine_open(&e, tmp, &opt, &err), -1);
+    assert_int_equal(dsv4_engine_open(&e, synth_dir, &opt, &err), -1);
     assert_string_equal(err.message, "unknown or unsupported ISA 'sparc'");
 
     opt.isa = "scalar";
     opt.n_threads = 1;
-    if (dsv4_engine_open(&e, tmp, &opt, &err) != 0) fail_msg("%s", err.message);
+    if (dsv4_engine_open(&e, synth_dir, &opt, &err) != 0) fail_msg("%s", err.message);
     assert_string_equal(dsv4_engine_isa(e), "scalar");
     assert_int_equal(e->n_threads, 1);
     dsv4_engine_close(e);
@@ -302,10 +286,10 @@ static void test_open_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_valid_model_binds, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_other_valid_layouts, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_corruptions, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_valid_model_binds, synth_setup_dir, synth_teardown_dir),
+        cmocka_unit_test_setup_teardown(test_other_valid_layouts, synth_setup_dir, synth_teardown_dir),
+        cmocka_unit_test_setup_teardown(test_corruptions, synth_setup_dir, synth_teardown_dir),
+        cmocka_unit_test_setup_teardown(test_open_errors, synth_setup_dir, synth_teardown_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,37 +6,21 @@
 
 #include "safetensors.h"
 
-static char *tmp;
-
-static int setup(void **state)
-{
-    (void)state;
-    tmp = synth_tmpdir();
-    return tmp ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    synth_rmdir(tmp);
-    free(tmp);
-    return 0;
-}
 
 /* Writes dir/model.safetensors with the given header and data. */
 static void write_single(const char *header, const void *data, size_t len)
 {
     char path[512];
-    snprintf(path, sizeof path, "%s/model.safetensors", tmp);
+    snprintf(path, sizeof path, "%s/model.safetensors", synth_dir);
     assert_int_equal(synth_write_raw(path, header, strlen(header), data, len), 0);
 }
 
-/* Opens tmp, expecting failure; returns the message. */
+/* Opens synth_dir, expecting failure; returns the message. */
 static const char *open_fails(dsv4_error *err)
 {
     st_set *s = (st_set *)1;
     memset(err->message, 0, sizeof err->message);
-    assert_int_equal(st_open(&s, tmp, err), -1);
+    assert_int_equal(st_open(&s, synth_dir, err), -1);
     assert_null(s);
     assert_true(strlen(err->message) > 0);
     assert_null(strchr(err->message, '\n'));
@@ -67,7 +51,7 @@ static void test_reads_hand_written_file(void **state)
                  "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
                  "\"z\":{\"dtype\":\"U8\",\"shape\":[0,5],\"data_offsets\":[12,12]}}", data, 12);
     st_set *s;
-    assert_int_equal(st_open(&s, tmp, &err), 0);
+    assert_int_equal(st_open(&s, synth_dir, &err), 0);
     assert_int_equal(st_count(s), 3);
     const st_tensor *ta = st_find(s, "a"), *tb = st_find(s, "b"), *tz = st_find(s, "z");
     assert_non_null(ta);
@@ -115,7 +99,7 @@ static void test_every_dtype_name(void **state)
         write_single(h, data, 3 * dts[i].size);
         st_set *s;
         dsv4_error err;
-        assert_int_equal(st_open(&s, tmp, &err), 0);
+        assert_int_equal(st_open(&s, synth_dir, &err), 0);
         assert_int_equal(st_find(s, "t")->dtype, dts[i].dt);
         assert_string_equal(st_dtype_name(dts[i].dt), dts[i].name);
         assert_int_equal(st_dtype_size(dts[i].dt), dts[i].size);
@@ -164,7 +148,7 @@ static void test_length_field_errors(void **state)
     (void)state;
     dsv4_error err;
     char path[512];
-    snprintf(path, sizeof path, "%s/model.safetensors", tmp);
+    snprintf(path, sizeof path, "%s/model.safetensors", synth_dir);
 
     FILE *f = fopen(path, "wb");
     fwrite("\x05\x00\x00", 1, 3, f);
@@ -197,7 +181,7 @@ static void test_directory_errors(void **state)
     assert_string_equal(err.message, "cannot open model directory '/nonexistent/dsv4-model': No such file or directory");
     assert_has(open_fails(&err), "has neither model.safetensors nor model.safetensors.index.json");
     char path[512];
-    snprintf(path, sizeof path, "%s/config.json", tmp);
+    snprintf(path, sizeof path, "%s/config.json", synth_dir);
     FILE *f = fopen(path, "w");
     fclose(f);
     assert_int_equal(st_open(&s, path, &err), -1);
@@ -209,10 +193,10 @@ static void test_synth_model_lookup(void **state)
     (void)state;
     synth_opts o;
     synth_defaults(&o);
-    assert_int_equal(synth_write(tmp, &o), 0);
+    assert_int_equal(synth_write(synth_dir, &o), 0);
     st_set *s;
     dsv4_error err;
-    if (st_open(&s, tmp, &err) != 0) fail_msg("%s", err.message);
+    if (st_open(&s, synth_dir, &err) != 0) fail_msg("%s", err.message);
     const st_tensor *t = st_find(s, "layers.1.attn.wq_b.weight");
     assert_non_null(t);
     assert_int_equal(t->dtype, ST_F8_E4M3);
@@ -240,10 +224,10 @@ static void test_transformers_names(void **state)
     synth_opts o;
     synth_defaults(&o);
     o.transformers_names = 1;
-    assert_int_equal(synth_write(tmp, &o), 0);
+    assert_int_equal(synth_write(synth_dir, &o), 0);
     st_set *s;
     dsv4_error err;
-    if (st_open(&s, tmp, &err) != 0) fail_msg("%s", err.message);
+    if (st_open(&s, synth_dir, &err) != 0) fail_msg("%s", err.message);
     static const char *const natives[] = {"embed.weight", "head.weight", "hc_head_fn", "hc_head_base",
                                           "hc_head_scale", "norm.weight", "layers.0.attn.wq_a.weight",
                                           "layers.5.ffn.shared_experts.w2.scale"};
@@ -261,10 +245,10 @@ static void test_sharded(void **state)
     synth_opts o;
     synth_defaults(&o);
     o.shards = 2;
-    assert_int_equal(synth_write(tmp, &o), 0);
+    assert_int_equal(synth_write(synth_dir, &o), 0);
     st_set *s;
     dsv4_error err;
-    if (st_open(&s, tmp, &err) != 0) fail_msg("%s", err.message);
+    if (st_open(&s, synth_dir, &err) != 0) fail_msg("%s", err.message);
     int in1 = 0, in2 = 0;
     for (size_t i = 0; i < st_count(s); i++) {
         in1 += !strcmp(st_at(s, i)->file, "model-00001-of-00002.safetensors");
@@ -282,37 +266,37 @@ static void test_sharded_errors(void **state)
     synth_defaults(&o);
     o.shards = 2;
     o.delete_shard = 2;
-    assert_int_equal(synth_write(tmp, &o), 0);
+    assert_int_equal(synth_write(synth_dir, &o), 0);
     dsv4_error err;
     const char *msg = open_fails(&err);
     assert_has(msg, "shard 'model-00002-of-00002.safetensors' named in model.safetensors.index.json");
     assert_has(msg, "No such file or directory");
 
     /* A tensor the index names but its shard lacks. */
-    synth_rmdir(tmp);
-    assert_int_equal(mkdir(tmp, 0700), 0);
+    synth_rmdir(synth_dir);
+    assert_int_equal(mkdir(synth_dir, 0700), 0);
     write_single("{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", "x", 1);
     char path[512], idx[512];
-    snprintf(path, sizeof path, "%s/model.safetensors", tmp);
-    snprintf(idx, sizeof idx, "%s/shard-a.safetensors", tmp);
+    snprintf(path, sizeof path, "%s/model.safetensors", synth_dir);
+    snprintf(idx, sizeof idx, "%s/shard-a.safetensors", synth_dir);
     assert_int_equal(rename(path, idx), 0);
-    assert_int_equal(synth_write_text(tmp, "model.safetensors.index.json",
+    assert_int_equal(synth_write_text(synth_dir, "model.safetensors.index.json",
                                       "{\"weight_map\": {\"a\": \"shard-a.safetensors\", \"ghost\": \"shard-a.safetensors\"}}"), 0);
     assert_has(open_fails(&err), "shard-a.safetensors: tensor 'ghost' named in model.safetensors.index.json is missing");
 
     /* The index assigns a tensor to the wrong shard. */
-    assert_int_equal(synth_write_text(tmp, "model.safetensors.index.json",
+    assert_int_equal(synth_write_text(synth_dir, "model.safetensors.index.json",
                                       "{\"weight_map\": {\"a\": \"shard-b.safetensors\", \"b\": \"shard-a.safetensors\"}}"), 0);
     assert_has(open_fails(&err), "shard 'shard-b.safetensors'");
 
-    assert_int_equal(synth_write_text(tmp, "model.safetensors.index.json",
+    assert_int_equal(synth_write_text(synth_dir, "model.safetensors.index.json",
                                       "{\"weight_map\": {\"a\": \"../shard-a.safetensors\"}}"), 0);
     assert_has(open_fails(&err), "model.safetensors.index.json: weight_map entry 'a' must name a file in the model directory");
 
-    assert_int_equal(synth_write_text(tmp, "model.safetensors.index.json", "{\"metadata\": {}}"), 0);
+    assert_int_equal(synth_write_text(synth_dir, "model.safetensors.index.json", "{\"metadata\": {}}"), 0);
     assert_has(open_fails(&err), "model.safetensors.index.json: key 'weight_map' must be an object");
 
-    assert_int_equal(synth_write_text(tmp, "model.safetensors.index.json", "{\"weight_map\": {\n\"a\": }"), 0);
+    assert_int_equal(synth_write_text(synth_dir, "model.safetensors.index.json", "{\"weight_map\": {\n\"a\": }"), 0);
     assert_has(open_fails(&err), "model.safetensors.index.json:2:");
 }
 
@@ -322,7 +306,7 @@ static void test_truncated_and_overrun(void **state)
     synth_opts o;
     synth_defaults(&o);
     o.truncate_bytes = 100;
-    assert_int_equal(synth_write(tmp, &o), 0);
+    assert_int_equal(synth_write(synth_dir, &o), 0);
     dsv4_error err;
     const char *msg = open_fails(&err);
     assert_has(msg, "model.safetensors: tensor '");
@@ -330,7 +314,7 @@ static void test_truncated_and_overrun(void **state)
 
     synth_defaults(&o);
     o.overrun_tensor = "layers.3.attn.wkv.weight";
-    assert_int_equal(synth_write(tmp, &o), 0);
+    assert_int_equal(synth_write(synth_dir, &o), 0);
     msg = open_fails(&err);
     assert_has(msg, "model.safetensors: tensor 'layers.3.attn.wkv.weight' data [");
     assert_has(msg, "runs past the data section");
@@ -339,16 +323,16 @@ static void test_truncated_and_overrun(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_reads_hand_written_file, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_every_dtype_name, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_header_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_length_field_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_directory_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_synth_model_lookup, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_transformers_names, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sharded, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sharded_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_truncated_and_overrun, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reads_hand_written_file, synth_setup_dir, synth_teardown_dir),
+        cmocka_unit_test_setup_teardown(test_every_dtype_name, synth_setup_dir, synth_teardown_dir),
+        cmocka_unit_test_setup_teardown(test_header_errors, synth_setup_dir, synth_teardown_dir),
+        cmocka_unit_test_setup_teardown(test_length_field_errors, synth_setup_dir, synth_teardown_dir),
+        cmocka_unit_test_setup_teardown(test_directory_errors, synth_setup_dir, synth_teardown_dir),
+        cmocka_unit_test_setup_teardown(test_synth_model_lookup, synth_setup_dir, synth_teardown_dir),
+        cmocka_unit_test_setup_teardown(test_transformers_names, synth_setup_dir, synth_teardown_dir),
+        cmocka_unit_test_setup_teardown(test_sharded, synth_setup_dir, synth_teardown_dir),
+        cmocka_unit_test_setup_teardown(test_sharded_errors, synth_setup_dir, synth_teardown_dir),
+        cmocka_unit_test_setup_teardown(test_truncated_and_overrun, synth_setup_dir, synth_teardown_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

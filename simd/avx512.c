@@ -2,14 +2,23 @@
  *
  * Matrix products. Weights are decoded to exact f32 (block scales are powers
  * of two, so folding them into the weights loses nothing). Per (token, row)
- * the sum uses one 16-lane accumulator: lane j takes columns k = j (mod 16)
- * in ascending order; a last partial group of 16 is padded with zero weights
- * and zero activations; the 16 lanes are then folded pairwise (i+8, i+4, i+2,
- * i+1). Two paths compute exactly that sequence of operations:
+ * the sum uses one 16-lane accumulator that takes the columns 32 at a time
+ * (a "block"; a last partial block is padded with zero weights and zero
+ * activations), blocks in ascending order, each block as two 16-column
+ * halves; the 16 lanes are then folded pairwise (i+8, i+4, i+2, i+1). Which
+ * column of a block a lane takes depends on the format:
+ *   - F32, BF16, FP8: lane j takes column j, then column 16 + j;
+ *   - FP4: lane j = 4L + d takes column 8d + L, then column 8d + 4 + L. That
+ *     is the order in which the packed nibbles fall out of one broadcast
+ *     16-byte load shifted by 4L bits in 128-bit lane L (see fp4x32), which
+ *     spares the unpacks a natural order would cost; the activations are
+ *     permuted to match instead, once per block for all the rows that use it.
+ * Two paths compute exactly that sequence of operations:
  *   - few tokens (n < GEMM_MIN_N): weights decoded in registers, a group of
  *     rows at a time, each decoded vector used by every token (bandwidth-bound);
- *   - many tokens: RB rows decoded into a stack buffer a chunk at a time, then
- *     an RB x TB register tile of accumulators (compute-bound).
+ *   - many tokens: RG rows decoded into a stack buffer a chunk at a time, the
+ *     chunk's activations copied in the format's column order, then RB x TB
+ *     register tiles of accumulators (compute-bound).
  * So the result depends on neither n, the token tiling, r0 nor r1. The order
  * differs from the scalar reference (tested within 1e-5 of sum |W||X|). */
 
@@ -26,6 +35,7 @@ const dsv4_kernels *kernels_avx512_novnni(void);
 #define RB 4         /* rows per block */
 #define TB 6         /* tokens per register tile: RB*TB = 24 accumulators */
 #define GEMM_MIN_N 4 /* below this, decode in registers (weights read once) */
+#define MV_RB 8      /* rows per in-register block for one token (4 for two or three) */
 
 enum { W_F32, W_BF16, W_FP8, W_FP4 };
 
@@ -65,31 +75,45 @@ static inline __mmask16 tail_mask(int left)
 static const float e2m1_lut[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
                                    -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
 
-/* 16 bytes = 32 nibbles in natural column order: the bytes are pre-shuffled
- * so that the in-lane unpacks of (low nibbles, high nibbles) land each
- * value at its own column. */
-static inline void fp4x32(const uint8_t *p, __m512 lut, __m512 *lo, __m512 *hi)
+/* The 16 bytes of one FP4 block, broadcast to the four 128-bit lanes and
+ * shifted right by 4L bits in lane L: dword d of lane L then has, in its low
+ * nibble, column 8d + L (vector a) and, 16 bits higher, column 8d + 4 + L
+ * (vector b). vpermps reads only the low 4 bits of each index, so no mask. */
+static inline void fp4x32(const uint8_t *p, __m512 lut, __m512 *a, __m512 *b)
 {
-    const __m128i order = _mm_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
-    __m512i v = _mm512_cvtepu8_epi32(_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)p), order));
-    __m512 even = _mm512_permutexvar_ps(v, lut); /* vpermps reads the low 4 bits only */
-    __m512 odd = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);
-    *lo = _mm512_unpacklo_ps(even, odd);
-    *hi = _mm512_unpackhi_ps(even, odd);
+    const __m512i shift = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12);
+    __m512i v = _mm512_srlv_epi32(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)p)), shift);
+    *a = _mm512_permutexvar_ps(v, lut);
+    *b = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 16), lut);
+}
+
+/* Activations of one 32-column block in the order fp4x32 yields weights. */
+static inline void fp4_order_x(const float *x, __m512 *a, __m512 *b)
+{
+    const __m512i ca = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
+    const __m512i cb = _mm512_setr_epi32(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
+    __m512 lo = _mm512_loadu_ps(x), hi = _mm512_loadu_ps(x + 16);
+    *a = _mm512_permutex2var_ps(lo, ca, hi);
+    *b = _mm512_permutex2var_ps(lo, cb, hi);
 }
 
 /* e4m3 -> f16 is a bit move (sign to bit 15, exponent+mantissa shifted by 7:
- * the value becomes x * 2^-8, subnormals included), then vcvtph2ps; the 2^8
- * rides on the block scale. NaN codes become f16 NaN. */
-static inline void fp8x32(const uint8_t *p, __m512 scale256, __m512 *lo, __m512 *hi)
+ * the value becomes x * 2^-8, subnormals included, so no f32 subnormal ever
+ * reaches a multiply), then vcvtph2ps; the 2^8 rides on the block scale.
+ * NaN codes (0x7f, 0xff) are looked for on the raw bytes, and the rare block
+ * that has one takes the masked move that makes them f16 NaN. */
+static inline void fp8x32(const uint8_t *p, float scale, __m512 *lo, __m512 *hi)
 {
-    __m512i b = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)p));
+    __m256i raw = _mm256_loadu_si256((const __m256i *)p);
+    __m512i b = _mm512_cvtepi8_epi16(raw);
     __m512i h = _mm512_and_si512(_mm512_slli_epi16(b, 7), _mm512_set1_epi16((short)0xbf80));
-    __mmask32 nan = _mm512_cmpeq_epi16_mask(_mm512_and_si512(h, _mm512_set1_epi16(0x3f80)),
-                                           _mm512_set1_epi16(0x3f80));
-    h = _mm512_mask_mov_epi16(h, nan, _mm512_set1_epi16(0x7e00));
-    *lo = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), scale256);
-    *hi = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), scale256);
+    __mmask32 nan = _mm256_cmpeq_epi8_mask(_mm256_or_si256(raw, _mm256_set1_epi8((char)0x80)),
+                                           _mm256_set1_epi8((char)0xff));
+    if (__builtin_expect(nan != 0, 0))
+        h = _mm512_mask_mov_epi16(h, nan, _mm512_set1_epi16(0x7e00));
+    __m512 s = _mm512_set1_ps(scale * 256.0f);
+    *lo = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), s);
+    *hi = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), s);
 }
 
 static inline __m512 bf16x16(const uint16_t *p, __mmask16 m)
@@ -123,7 +147,7 @@ static void decode_chunk(const wsrc *s, int r, int k0, int len, float *buf)
             float sc = e8m0(srow[c / 128]);
             if (len - k >= 32 && (c % 128) <= 96) {
                 __m512 lo, hi;
-                fp8x32(w + c, _mm512_set1_ps(sc * 256.0f), &lo, &hi);
+                fp8x32(w + c, sc, &lo, &hi);
                 _mm512_store_ps(buf + k, lo);
                 _mm512_store_ps(buf + k + 16, hi);
                 k += 16;
@@ -154,8 +178,11 @@ static void decode_chunk(const wsrc *s, int r, int k0, int len, float *buf)
 
 /* ---- many tokens: RB x TB register tiles over decoded chunks ---- */
 
-static inline __attribute__((always_inline)) void tile(int nr, int nt, const float *buf, int len,
-                                                        const float *X, size_t ldx, int k0,
+/* xs: the chunk's activations, token t at xs + t * ldxs; reads past the
+ * chunk's end are masked off. FP4 reorders them per block in registers (each
+ * reordered vector serves nr rows), which costs less than a reordered copy. */
+static inline __attribute__((always_inline)) void tile(int fp4, int nr, int nt, const float *buf, int len,
+                                                        const float *xs, size_t ldxs,
                                                         __m512 *acc /* [nr][TB] */)
 {
     __m512 a[RB][TB];
@@ -164,18 +191,39 @@ static inline __attribute__((always_inline)) void tile(int nr, int nt, const flo
         #pragma GCC unroll 8
         for (int t = 0; t < nt; t++)
             a[i][t] = acc[i * TB + t];
-    for (int k = 0; k < len; k += 16) {
-        __mmask16 m = tail_mask(len - k);
-        __m512 w[RB];
-        #pragma GCC unroll 8
-        for (int i = 0; i < nr; i++)
-            w[i] = _mm512_load_ps(buf + i * CHUNK + k);
-        #pragma GCC unroll 8
-        for (int t = 0; t < nt; t++) {
-            __m512 x = _mm512_maskz_loadu_ps(m, X + (size_t)t * ldx + k0 + k);
+    if (fp4) {
+        for (int k = 0; k < len; k += 32) {
+            __m512 wa[RB], wb[RB];
+            #pragma GCC unroll 8
+            for (int i = 0; i < nr; i++) {
+                wa[i] = _mm512_load_ps(buf + i * CHUNK + k);
+                wb[i] = _mm512_load_ps(buf + i * CHUNK + k + 16);
+            }
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) {
+                __m512 xa, xb;
+                fp4_order_x(xs + (size_t)t * ldxs + k, &xa, &xb);
+                #pragma GCC unroll 8
+                for (int i = 0; i < nr; i++) {
+                    a[i][t] = _mm512_fmadd_ps(wa[i], xa, a[i][t]);
+                    a[i][t] = _mm512_fmadd_ps(wb[i], xb, a[i][t]);
+                }
+            }
+        }
+    } else {
+        for (int k = 0; k < len; k += 16) {
+            __mmask16 m = tail_mask(len - k);
+            __m512 w[RB];
             #pragma GCC unroll 8
             for (int i = 0; i < nr; i++)
-                a[i][t] = _mm512_fmadd_ps(w[i], x, a[i][t]);
+                w[i] = _mm512_load_ps(buf + i * CHUNK + k);
+            #pragma GCC unroll 8
+            for (int t = 0; t < nt; t++) {
+                __m512 x = _mm512_maskz_loadu_ps(m, xs + (size_t)t * ldxs + k);
+                #pragma GCC unroll 8
+                for (int i = 0; i < nr; i++)
+                    a[i][t] = _mm512_fmadd_ps(w[i], x, a[i][t]);
+            }
         }
     }
     #pragma GCC unroll 8
@@ -187,47 +235,61 @@ static inline __attribute__((always_inline)) void tile(int nr, int nt, const flo
 
 #define TILE_CASE(NR, NT)                                                                          \
     case (NR) * 8 + (NT):                                                                          \
-        tile(NR, NT, buf, len, X, ldx, k0, acc);                                                   \
+        tile(fp4, NR, NT, buf, len, xs, ldxs, acc);                                                     \
         break;
 #define TILE_ROW(NR) TILE_CASE(NR, 1) TILE_CASE(NR, 2) TILE_CASE(NR, 3) TILE_CASE(NR, 4)            \
     TILE_CASE(NR, 5) TILE_CASE(NR, 6)
 
-static void tile_dispatch(int nr, int nt, const float *buf, int len, const float *X, size_t ldx,
-                          int k0, __m512 *acc)
+static void tile_dispatch(int fp4, int nr, int nt, const float *buf, int len, const float *xs, size_t ldxs,
+                          __m512 *acc)
 {
-    switch (nr * 8 + nt) {
-        TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4)
+    if (fp4) {
+        switch (nr * 8 + nt) {
+            TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4)
+        }
+    } else {
+        switch (nr * 8 + nt) {
+            TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4)
+        }
     }
 }
 
 #define TG 48 /* tokens per group: their accumulators live on the stack across chunks */
+#define RG 16 /* rows decoded per chunk */
+#define TILES_PER_GROUP (TG / TB)
 
 static void matmul_gemm(float *Y, size_t ldy, const wsrc *s, const float *X, size_t ldx, int n,
                         int r0, int r1)
 {
-    float buf[RB * CHUNK] __attribute__((aligned(64)));
-    __m512 acc[(TG / TB) * RB * TB];
-    for (int rb = r0; rb < r1; rb += RB) {
-        int nr = r1 - rb < RB ? r1 - rb : RB;
+    float buf[RG * CHUNK] __attribute__((aligned(64)));
+    __m512 acc[(RG / RB) * TILES_PER_GROUP * RB * TB];
+    for (int rg = r0; rg < r1; rg += RG) {
+        int nrg = r1 - rg < RG ? r1 - rg : RG;
         for (int g0 = 0; g0 < n; g0 += TG) {
             int ng = n - g0 < TG ? n - g0 : TG;
-            for (int i = 0; i < (ng + TB - 1) / TB * RB * TB; i++)
+            for (size_t i = 0; i < sizeof acc / sizeof acc[0]; i++)
                 acc[i] = _mm512_setzero_ps();
             for (int k0 = 0; k0 < s->cols; k0 += CHUNK) {
                 int len = s->cols - k0 < CHUNK ? s->cols - k0 : CHUNK;
-                for (int i = 0; i < nr; i++)
-                    decode_chunk(s, rb + i, k0, len, buf + i * CHUNK);
-                for (int t0 = 0; t0 < ng; t0 += TB) {
-                    int nt = ng - t0 < TB ? ng - t0 : TB;
-                    tile_dispatch(nr, nt, buf, len, X + (size_t)(g0 + t0) * ldx, ldx, k0,
-                                  acc + (t0 / TB) * RB * TB);
+                for (int i = 0; i < nrg; i++)
+                    decode_chunk(s, rg + i, k0, len, buf + i * CHUNK);
+                const float *xs = X + (size_t)g0 * ldx + k0;
+                for (int rb = 0; rb < nrg; rb += RB) {
+                    int nr = nrg - rb < RB ? nrg - rb : RB;
+                    for (int t0 = 0; t0 < ng; t0 += TB)
+                        tile_dispatch(s->fmt == W_FP4, nr, ng - t0 < TB ? ng - t0 : TB, buf + (size_t)rb * CHUNK, len,
+                                      xs + (size_t)t0 * ldx, ldx,
+                                      acc + ((rb / RB) * TILES_PER_GROUP + t0 / TB) * RB * TB);
                 }
             }
-            for (int t0 = 0; t0 < ng; t0 += TB) {
-                int nt = ng - t0 < TB ? ng - t0 : TB;
-                for (int i = 0; i < nr; i++)
-                    for (int t = 0; t < nt; t++)
-                        Y[(size_t)(g0 + t0 + t) * ldy + rb + i] = fold16(acc[(t0 / TB) * RB * TB + i * TB + t]);
+            for (int rb = 0; rb < nrg; rb += RB) {
+                int nr = nrg - rb < RB ? nrg - rb : RB;
+                for (int t0 = 0; t0 < ng; t0 += TB) {
+                    const __m512 *at = acc + ((rb / RB) * TILES_PER_GROUP + t0 / TB) * RB * TB;
+                    for (int i = 0; i < nr; i++)
+                        for (int t = 0; t < TB && t0 + t < ng; t++)
+                            Y[(size_t)(g0 + t0 + t) * ldy + rg + rb + i] = fold16(at[i * TB + t]);
+                }
             }
         }
     }
@@ -235,8 +297,9 @@ static void matmul_gemm(float *Y, size_t ldy, const wsrc *s, const float *X, siz
 
 /* ---- few tokens: decode in registers, RB rows at a time ---- */
 
+/* wscale: the row's scale of this block, as a float (FP4, FP8). */
 static inline __attribute__((always_inline)) void decode32(const wsrc *s, int r, int k, __m512 lut,
-                                                            __m512 *lo, __m512 *hi)
+                                                            const float *wscale, __m512 *lo, __m512 *hi)
 {
     int cols = s->cols;
     switch (s->fmt) {
@@ -252,19 +315,30 @@ static inline __attribute__((always_inline)) void decode32(const wsrc *s, int r,
         *hi = bf16x16(w + 16, 0xffff);
         break;
     }
-    case W_FP8: {
-        const uint8_t *srow = s->scale + (size_t)(r / 128) * ((cols + 127) / 128);
-        fp8x32((const uint8_t *)s->W + (size_t)r * cols + k,
-               _mm512_set1_ps(e8m0(srow[k / 128]) * 256.0f), lo, hi);
+    case W_FP8:
+        fp8x32((const uint8_t *)s->W + (size_t)r * cols + k, *wscale, lo, hi);
         break;
-    }
     default: {
-        const uint8_t *srow = s->scale + (size_t)r * (cols / 32);
-        __m512 ls = _mm512_mul_ps(lut, _mm512_set1_ps(e8m0(srow[k / 32])));
+        __m512 ls = _mm512_mul_ps(lut, _mm512_set1_ps(*wscale));
         fp4x32((const uint8_t *)s->W + (size_t)r * (cols / 2) + k / 2, ls, lo, hi);
         break;
     }
     }
+}
+
+/* The e8m0 scales of FP4 blocks [b, b + 16) of row r (fewer at the row's
+ * end), as floats: one vector conversion instead of one scalar per block. */
+static inline void fp4_scales16(const wsrc *s, int r, int b, float *out)
+{
+    int nb = s->cols / 32, left = nb - b;
+    __mmask16 m = tail_mask(left);
+    __m512i v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, s->scale + (size_t)r * nb + b));
+    __m512i f = _mm512_slli_epi32(v, 23);
+    f = _mm512_mask_mov_epi32(f, _mm512_cmpeq_epi32_mask(v, _mm512_setzero_si512()),
+                              _mm512_set1_epi32(0x00400000));
+    f = _mm512_mask_mov_epi32(f, _mm512_cmpeq_epi32_mask(v, _mm512_set1_epi32(0xff)),
+                              _mm512_set1_epi32(0x7fc00000));
+    _mm512_store_si512(out, f);
 }
 
 static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, float *Y, size_t ldy,
@@ -272,24 +346,43 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
                                                                 size_t ldx, int rb)
 {
     const __m512 lut = _mm512_loadu_ps(e2m1_lut);
-    __m512 acc[RB][GEMM_MIN_N - 1];
+    __m512 acc[MV_RB][GEMM_MIN_N - 1];
     #pragma GCC unroll 8
     for (int i = 0; i < nr; i++)
         #pragma GCC unroll 8
         for (int t = 0; t < nt; t++)
             acc[i][t] = _mm512_setzero_ps();
     int cols = s->cols, k = 0;
+    float wscale[MV_RB][16] __attribute__((aligned(64))); /* FP4: 16 blocks; FP8: [0] */
+    #pragma GCC unroll 8
+    for (int i = 0; i < nr; i++)
+        wscale[i][0] = 0.0f; /* set at k = 0 below; this only informs the compiler */
     for (; k + 32 <= cols; k += 32) {
         __m512 x0[GEMM_MIN_N - 1], x1[GEMM_MIN_N - 1];
+        if (s->fmt == W_FP4 && k % 512 == 0) {
+            #pragma GCC unroll 8
+            for (int i = 0; i < nr; i++)
+                fp4_scales16(s, rb + i, k / 32, wscale[i]);
+        }
+        if (s->fmt == W_FP8 && k % 128 == 0) {
+            #pragma GCC unroll 8
+            for (int i = 0; i < nr; i++)
+                wscale[i][0] = e8m0(s->scale[(size_t)((rb + i) / 128) * ((cols + 127) / 128) + k / 128]);
+        }
         #pragma GCC unroll 8
         for (int t = 0; t < nt; t++) {
-            x0[t] = _mm512_loadu_ps(X + (size_t)t * ldx + k);
-            x1[t] = _mm512_loadu_ps(X + (size_t)t * ldx + k + 16);
+            if (s->fmt == W_FP4) {
+                fp4_order_x(X + (size_t)t * ldx + k, &x0[t], &x1[t]);
+            } else {
+                x0[t] = _mm512_loadu_ps(X + (size_t)t * ldx + k);
+                x1[t] = _mm512_loadu_ps(X + (size_t)t * ldx + k + 16);
+            }
         }
         #pragma GCC unroll 8
         for (int i = 0; i < nr; i++) {
             __m512 lo, hi;
-            decode32(s, rb + i, k, lut, &lo, &hi);
+            decode32(s, rb + i, k, lut, s->fmt == W_FP4 ? &wscale[i][(k / 32) % 16] : &wscale[i][0], &lo,
+                     &hi);
             #pragma GCC unroll 8
             for (int t = 0; t < nt; t++) {
                 acc[i][t] = _mm512_fmadd_ps(lo, x0[t], acc[i][t]);
@@ -331,9 +424,9 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
                      int r0, int r1)                                                               \
     {                                                                                              \
         int rb = r0;                                                                               \
-        for (int nr = RB; nr >= 1; nr--) {                                                         \
+        for (int nr = MV_RB; nr >= 1; nr--) {                                                      \
             switch (nr * 4 + n) {                                                                  \
-                MV_CASE(FMT, 4, 1) MV_CASE(FMT, 4, 2) MV_CASE(FMT, 4, 3)                           \
+                MV_CASE(FMT, 8, 1) MV_CASE(FMT, 4, 2) MV_CASE(FMT, 4, 3)                           \
                 MV_CASE(FMT, 1, 1) MV_CASE(FMT, 1, 2) MV_CASE(FMT, 1, 3)                           \
             default:                                                                               \
                 break;                                                                             \

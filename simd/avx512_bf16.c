@@ -17,23 +17,27 @@
  *     15, -0 as +0), then a saturating subtract of (191 - s) << 7 from the
  *     exponent field: zero saturates to zero, the rest is code * 2^(s-127)
  *     while s in [2, 191];
- *   - e4m3 normals: ((b & 0x7f) << 4) + ((s - 7) << 7) places exponent and
- *     mantissa, then the sign; zeros and subnormals (exponent 0) come from an
- *     8-entry table scaled the same saturating way; valid for s in [10, 191];
- *     e4m3 NaN codes (absent from release files) decode as finite numbers.
+ *   - e4m3: a 128-entry table of every magnitude times 2^64 as bf16, scaled
+ *     by the same saturating exponent subtract once per 128x128 block (valid
+ *     for s in [10, 191]; the NaN code stays NaN), split into its high and
+ *     low bytes; then each step of 64 weights is two vpermi2b lookups (VBMI:
+ *     the 7-bit code indexes a two-register table), the sign ORed into the
+ *     high byte, and two byte unpacks that pair the bytes into bf16 words.
  * A row whose scales fall outside those ranges (never in a release file) is
  * computed by the fp32 kernel instead, so every row's result is still a
  * function of that row alone.
  *
  * Order of the sum, for each (token, row): columns are taken 64 at a time
  * (a "step"; the last one zero-padded) as two vdpbf16ps into one 16-lane
- * accumulator (FP8: columns 0-31 then 32-63 of the step; FP4: even columns
- * then odd columns, pairs (4i, 4i+2) and (4i+1, 4i+3) per lane), steps in
+ * accumulator (FP8: in the byte unpacks' order, columns 16L + 0..7 of each
+ * 16-column quarter L then columns 16L + 8..15, lane i taking the pair
+ * (16(i/4) + 2(i%4), +1) of its half; FP4: even columns then odd columns,
+ * pairs (4i, 4i+2) and (4i+1, 4i+3) per lane), steps in
  * ascending order, then the 16 lanes folded pairwise. The few-token path
  * (weights decoded in registers) and the many-token path (decoded chunks,
  * register tiles) run exactly this sequence, so results do not depend on
  * n, r0 or r1. */
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vbmi")
 
 #include <immintrin.h>
 #include <string.h>
@@ -75,6 +79,11 @@ static inline __mmask32 m32(int left)
     return left >= 32 ? (__mmask32)0xffffffffu : left <= 0 ? (__mmask32)0 : (__mmask32)((1u << left) - 1);
 }
 
+static inline __mmask64 m64(int left)
+{
+    return left >= 64 ? ~(__mmask64)0 : left <= 0 ? (__mmask64)0 : (((__mmask64)1 << left) - 1);
+}
+
 static inline float fold16(__m512 v)
 {
     __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
@@ -97,9 +106,44 @@ static inline __m512 dp(__m512 acc, __m512i w, __m512i x)
                   0, 0xdf00, 0xdf80, 0xdfc0, 0xe000, 0xe040, 0xe080, 0xe0c0
 static const uint16_t e2m1_lut[32] __attribute__((aligned(64))) = {E2M1_BF16, E2M1_BF16};
 
-/* e4m3 with exponent 0: m/8 * 2^-6 (m = 0..7) x 2^64 as bf16. */
-static const uint16_t e4m3_sub_lut[32] __attribute__((aligned(64))) = {
-    0, 0x5b00, 0x5b80, 0x5bc0, 0x5c00, 0x5c20, 0x5c40, 0x5c60};
+/* Every e4m3 magnitude code c (0..127) x 2^64 as bf16: subnormals (c < 8)
+ * are m/8 * 2^-6, normals ((c << 4) + 0x5c00) place exponent and mantissa;
+ * 0x7f is NaN. The 2^64 keeps every entry normal before the scale. */
+static const uint16_t e4m3_bf16_lut[128] __attribute__((aligned(64))) = {
+    0x0000, 0x5b00, 0x5b80, 0x5bc0, 0x5c00, 0x5c20, 0x5c40, 0x5c60,
+    0x5c80, 0x5c90, 0x5ca0, 0x5cb0, 0x5cc0, 0x5cd0, 0x5ce0, 0x5cf0,
+    0x5d00, 0x5d10, 0x5d20, 0x5d30, 0x5d40, 0x5d50, 0x5d60, 0x5d70,
+    0x5d80, 0x5d90, 0x5da0, 0x5db0, 0x5dc0, 0x5dd0, 0x5de0, 0x5df0,
+    0x5e00, 0x5e10, 0x5e20, 0x5e30, 0x5e40, 0x5e50, 0x5e60, 0x5e70,
+    0x5e80, 0x5e90, 0x5ea0, 0x5eb0, 0x5ec0, 0x5ed0, 0x5ee0, 0x5ef0,
+    0x5f00, 0x5f10, 0x5f20, 0x5f30, 0x5f40, 0x5f50, 0x5f60, 0x5f70,
+    0x5f80, 0x5f90, 0x5fa0, 0x5fb0, 0x5fc0, 0x5fd0, 0x5fe0, 0x5ff0,
+    0x6000, 0x6010, 0x6020, 0x6030, 0x6040, 0x6050, 0x6060, 0x6070,
+    0x6080, 0x6090, 0x60a0, 0x60b0, 0x60c0, 0x60d0, 0x60e0, 0x60f0,
+    0x6100, 0x6110, 0x6120, 0x6130, 0x6140, 0x6150, 0x6160, 0x6170,
+    0x6180, 0x6190, 0x61a0, 0x61b0, 0x61c0, 0x61d0, 0x61e0, 0x61f0,
+    0x6200, 0x6210, 0x6220, 0x6230, 0x6240, 0x6250, 0x6260, 0x6270,
+    0x6280, 0x6290, 0x62a0, 0x62b0, 0x62c0, 0x62d0, 0x62e0, 0x62f0,
+    0x6300, 0x6310, 0x6320, 0x6330, 0x6340, 0x6350, 0x6360, 0x6370,
+    0x6380, 0x6390, 0x63a0, 0x63b0, 0x63c0, 0x63d0, 0x63e0, 0x7fc0};
+
+/* Byte gathers that split 64 bf16 words (two registers) into their low and
+ * high bytes, and the word order of FP8 activations matching the byte
+ * unpacks (see the header). */
+#define BYTE_IDX(o) o, o + 2, o + 4, o + 6, o + 8, o + 10, o + 12, o + 14
+static const uint8_t idx_low_bytes[64] __attribute__((aligned(64))) = {
+    BYTE_IDX(0), BYTE_IDX(16), BYTE_IDX(32), BYTE_IDX(48),
+    BYTE_IDX(64), BYTE_IDX(80), BYTE_IDX(96), BYTE_IDX(112)};
+static const uint8_t idx_high_bytes[64] __attribute__((aligned(64))) = {
+    BYTE_IDX(1), BYTE_IDX(17), BYTE_IDX(33), BYTE_IDX(49),
+    BYTE_IDX(65), BYTE_IDX(81), BYTE_IDX(97), BYTE_IDX(113)};
+#undef BYTE_IDX
+#define QUARTER(o) o, o + 1, o + 2, o + 3, o + 4, o + 5, o + 6, o + 7
+static const uint16_t idx_fp8_first[32] __attribute__((aligned(64))) = {
+    QUARTER(0), QUARTER(16), QUARTER(32), QUARTER(48)};
+static const uint16_t idx_fp8_second[32] __attribute__((aligned(64))) = {
+    QUARTER(8), QUARTER(24), QUARTER(40), QUARTER(56)};
+#undef QUARTER
 
 /* Word permutations: deinterleave 64 activations (FP4 even/odd columns) and
  * spread 4 FP4 block scales over the two halves of a step. */
@@ -116,7 +160,8 @@ static const uint16_t idx_step_scale[2][32] __attribute__((aligned(64))) = {
 /* ---- per-row scale context for one GROUP of columns ---- */
 
 typedef struct {
-    __m512i a, b; /* FP4: a = (191 - s) << 7 per block (words 0..3); FP8: a = (s - 7) << 7, b = scaled subnormal table */
+    __m512i a;              /* FP4: (191 - s) << 7 per block (words 0..3) */
+    __m512i lo0, lo1, hi0, hi1; /* FP8: low / high bytes of the scaled e4m3 table, codes 0-63 and 64-127 */
 } gctx;
 
 static inline gctx group_ctx(const qmat *q, int r, int g)
@@ -128,13 +173,21 @@ static inline gctx group_ctx(const qmat *q, int r, int g)
         __m128i s = _mm_maskz_loadu_epi8((__mmask16)((1u << cnt) - 1), q->scale + (size_t)r * nb + b0);
         __m512i w = _mm512_cvtepu8_epi16(_mm256_castsi128_si256(s));
         c.a = _mm512_slli_epi16(_mm512_sub_epi16(_mm512_set1_epi16(S_MAX), w), 7);
-        c.b = c.a;
+        c.lo0 = c.lo1 = c.hi0 = c.hi1 = c.a;
     } else {
         int nb = (q->cols + 127) / 128;
         /* unsigned: out-of-range scales (their rows are redone in fp32) must not overflow here */
         unsigned s = q->scale[(size_t)(r / 128) * nb + g];
-        c.a = _mm512_set1_epi16((short)(uint16_t)((s - 7u) << 7));
-        c.b = _mm512_subs_epu16(_mm512_load_si512(e4m3_sub_lut), _mm512_set1_epi16((short)(uint16_t)((S_MAX - s) << 7)));
+        __m512i d = _mm512_set1_epi16((short)(uint16_t)((S_MAX - s) << 7)), t[4];
+        for (int i = 0; i < 4; i++)
+            t[i] = _mm512_subs_epu16(_mm512_load_si512(e4m3_bf16_lut + 32 * i), d);
+        t[3] = _mm512_mask_mov_epi16(t[3], (__mmask32)1 << 31, _mm512_set1_epi16(0x7fc0));
+        const __m512i lo = _mm512_load_si512(idx_low_bytes), hi = _mm512_load_si512(idx_high_bytes);
+        c.lo0 = _mm512_permutex2var_epi8(t[0], lo, t[1]);
+        c.hi0 = _mm512_permutex2var_epi8(t[0], hi, t[1]);
+        c.lo1 = _mm512_permutex2var_epi8(t[2], lo, t[3]);
+        c.hi1 = _mm512_permutex2var_epi8(t[2], hi, t[3]);
+        c.a = c.lo0;
     }
     return c;
 }
@@ -147,14 +200,13 @@ static inline gctx group_ctx(const qmat *q, int r, int g)
 #define PREFETCH 512
 #endif
 
-static inline __m512i fp8x32(__m256i raw, const gctx *c)
+static inline void fp8x64(__m512i raw, const gctx *c, __m512i *w0, __m512i *w1)
 {
-    __m512i b = _mm512_cvtepu8_epi16(raw);
-    __m512i m = _mm512_add_epi16(_mm512_and_si512(_mm512_slli_epi16(b, 4), _mm512_set1_epi16(0x7f0)), c->a);
-    __mmask32 sub = _mm512_testn_epi16_mask(b, _mm512_set1_epi16(0x78));
-    m = _mm512_mask_permutexvar_epi16(m, sub, b, c->b);
-    /* m | (sign & 0x8000) */
-    return _mm512_ternarylogic_epi32(m, _mm512_slli_epi16(b, 8), _mm512_set1_epi16((short)0x8000), 0xf8);
+    __m512i hb = _mm512_permutex2var_epi8(c->hi0, raw, c->hi1); /* index bit 7 (the sign) is ignored */
+    __m512i lb = _mm512_permutex2var_epi8(c->lo0, raw, c->lo1);
+    hb = _mm512_ternarylogic_epi32(hb, raw, _mm512_set1_epi8((char)0x80), 0xf8); /* hb | (raw & 0x80) */
+    *w0 = _mm512_unpacklo_epi8(lb, hb);
+    *w1 = _mm512_unpackhi_epi8(lb, hb);
 }
 
 static inline __attribute__((always_inline)) void decode_step(const qmat *q, int r, int k, int len,
@@ -173,9 +225,7 @@ static inline __attribute__((always_inline)) void decode_step(const qmat *q, int
     } else {
         const uint8_t *p = q->W + (size_t)r * q->cols + k;
         _mm_prefetch((const char *)p + PREFETCH, _MM_HINT_T0);
-        *w0 = fp8x32(len >= 32 ? _mm256_loadu_si256((const __m256i *)p) : _mm256_maskz_loadu_epi8(m32(len), p), c);
-        *w1 = fp8x32(len >= STEP ? _mm256_loadu_si256((const __m256i *)(p + 32))
-                                 : _mm256_maskz_loadu_epi8(m32(len - 32), p + 32), c);
+        fp8x64(len >= STEP ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(m64(len), p), c, w0, w1);
     }
 }
 
@@ -187,13 +237,8 @@ static inline __attribute__((always_inline)) void prep_step(int fp4, const float
     __m512 f0 = _mm512_maskz_loadu_ps(m16(len), x), f1 = _mm512_maskz_loadu_ps(m16(len - 16), x + 16);
     __m512 f2 = _mm512_maskz_loadu_ps(m16(len - 32), x + 32), f3 = _mm512_maskz_loadu_ps(m16(len - 48), x + 48);
     __m512i a = (__m512i)_mm512_cvtne2ps_pbh(f1, f0), b = (__m512i)_mm512_cvtne2ps_pbh(f3, f2);
-    if (fp4) {
-        *x0 = _mm512_permutex2var_epi16(a, _mm512_load_si512(idx_even), b);
-        *x1 = _mm512_permutex2var_epi16(a, _mm512_load_si512(idx_odd), b);
-    } else {
-        *x0 = a;
-        *x1 = b;
-    }
+    *x0 = _mm512_permutex2var_epi16(a, _mm512_load_si512(fp4 ? idx_even : idx_fp8_first), b);
+    *x1 = _mm512_permutex2var_epi16(a, _mm512_load_si512(fp4 ? idx_odd : idx_fp8_second), b);
 }
 
 /* ---- few tokens: decode in registers, nr rows x nt tokens ---- */
@@ -212,8 +257,8 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
     for (int g = 0; g * GROUP < cols; g++) {
         gctx c[RB];
         #pragma GCC unroll 8
-        for (int i = 0; i < nr; i++)
-            c[i] = group_ctx(q, rb + i, g);
+        for (int i = 0; i < nr; i++) /* FP8 rows of one 128-row block share their scale */
+            c[i] = i > 0 && !q->fp4 && (rb + i) / 128 == (rb + i - 1) / 128 ? c[i - 1] : group_ctx(q, rb + i, g);
         for (int j = 0; j < 2 && g * GROUP + j * STEP < cols; j++) {
             int k = g * GROUP + j * STEP, len = cols - k < STEP ? cols - k : STEP;
             __m512i x0[GEMM_MIN_N - 1], x1[GEMM_MIN_N - 1];

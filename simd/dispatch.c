@@ -28,7 +28,9 @@ static const dsv4_kernels *avx512_or_null(void)
     if (!cpu_has_avx512())
         return NULL;
     const dsv4_kernels *t = __builtin_cpu_supports("avx512vnni") ? kernels_avx512() : kernels_avx512_novnni();
-    if (!__builtin_cpu_supports("avx512bf16"))
+    /* avx512_bf16.c also decodes e4m3 with vpermi2b (VBMI): every CPU with
+     * AVX512-BF16 but Cooper Lake has it, and that one keeps the fp32 path. */
+    if (!__builtin_cpu_supports("avx512bf16") || !__builtin_cpu_supports("avx512vbmi"))
         return t;
     /* The release-numerics products in bf16 (avx512_bf16.c). */
     static dsv4_kernels with_bf16;

@@ -418,21 +418,25 @@ static void test_fp8_nan_codes(void **state)
     w[1 * cols + 5] = 0x7f;   /* first block of row 1 */
     w[3 * cols + 290] = 0xff; /* the ragged last block of row 3 */
     w[4 * cols + 64] = 0x7f;  /* row 4, a block the fast path decodes whole */
-    for (int ki = 0; ki < nk; ki++)
-        for (int n = 1; n <= 5; n += 4) { /* the few-token and the many-token path */
-            float *x = make_x(n, (size_t)cols, 5), *y = malloc((size_t)n * rows * sizeof *y);
-            run_matmul(ks[ki], &m, y, (size_t)rows, x, (size_t)cols, n, 0, rows);
-            for (int t = 0; t < n; t++)
-                for (int r = 0; r < rows; r++) {
-                    int want_nan = r == 1 || r == 3 || r == 4;
-                    if (isnan(y[t * rows + r]) != want_nan) {
-                        print_error("%s n=%d row %d tok %d: %g\n", ks[ki]->isa, n, r, t, y[t * rows + r]);
-                        fail();
+    for (e4m3act = 0; e4m3act <= 1; e4m3act++) { /* plain and release-numerics entries */
+        for (int ki = 0; ki < nk; ki++)
+            for (int n = 1; n <= 5; n += 4) { /* the few-token and the many-token path */
+                float *x = make_x(n, (size_t)cols, 5), *y = malloc((size_t)n * rows * sizeof *y);
+                run_matmul(ks[ki], &m, y, (size_t)rows, x, (size_t)cols, n, 0, rows);
+                for (int t = 0; t < n; t++)
+                    for (int r = 0; r < rows; r++) {
+                        int want_nan = r == 1 || r == 3 || r == 4;
+                        if (isnan(y[t * rows + r]) != want_nan) {
+                            print_error("%s%s n=%d row %d tok %d: %g\n", ks[ki]->isa, e4m3act ? " e4m3act" : "", n,
+                                        r, t, y[t * rows + r]);
+                            fail();
+                        }
                     }
-                }
-            free(x);
-            free(y);
-        }
+                free(x);
+                free(y);
+            }
+    }
+    e4m3act = 0;
     free_mat(&m);
 }
 

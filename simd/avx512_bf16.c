@@ -58,6 +58,8 @@ void matmul_fp4_avx512bf16(float *Y, size_t ldy, const uint8_t *W, const uint8_t
 #define TB 6          /* tokens per register tile */
 #define TG 48         /* tokens whose accumulators live across chunks */
 #define GEMM_MIN_N 4  /* below this, decode in registers */
+#define MV_RB 8       /* most rows per in-register block (one token, FP4): the activations'
+                         conversion is shared by more rows */
 
 #define FP4_S_MIN 2
 #define FP8_S_MIN 10
@@ -247,7 +249,7 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
                                                                 const qmat *q, const float *X,
                                                                 size_t ldx, int rb)
 {
-    __m512 acc[RB][GEMM_MIN_N - 1];
+    __m512 acc[MV_RB][GEMM_MIN_N - 1];
     #pragma GCC unroll 8
     for (int i = 0; i < nr; i++)
         #pragma GCC unroll 8
@@ -255,7 +257,7 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
             acc[i][t] = _mm512_setzero_ps();
     int cols = q->cols;
     for (int g = 0; g * GROUP < cols; g++) {
-        gctx c[RB];
+        gctx c[MV_RB];
         #pragma GCC unroll 8
         for (int i = 0; i < nr; i++) /* FP8 rows of one 128-row block share their scale */
             c[i] = i > 0 && !q->fp4 && (rb + i) / 128 == (rb + i - 1) / 128 ? c[i - 1] : group_ctx(q, rb + i, g);
@@ -292,14 +294,14 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
         break;
 
 /* One instantiation per format so the decoder's branch folds away. */
-#define MATVEC_FN(NAME, FP4)                                                                       \
+#define MATVEC_FN(NAME, FP4, NR1)                                                                  \
     static void NAME(float *Y, size_t ldy, const qmat *q, const float *X, size_t ldx, int n,      \
                      int r0, int r1)                                                               \
     {                                                                                              \
         int rb = r0;                                                                               \
-        for (int nr = RB; nr >= 1; nr--) {                                                         \
+        for (int nr = MV_RB; nr >= 1; nr--) {                                                      \
             switch (nr * 4 + n) {                                                                  \
-                MV_CASE(FP4, 4, 1) MV_CASE(FP4, 4, 2) MV_CASE(FP4, 4, 3)                           \
+                MV_CASE(FP4, NR1, 1) MV_CASE(FP4, 4, 2) MV_CASE(FP4, 4, 3)                         \
                 MV_CASE(FP4, 1, 1) MV_CASE(FP4, 1, 2) MV_CASE(FP4, 1, 3)                           \
             default:                                                                               \
                 break;                                                                             \
@@ -307,8 +309,10 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
         }                                                                                          \
     }
 
-MATVEC_FN(matvec_fp8, 0)
-MATVEC_FN(matvec_fp4, 1)
+/* FP4 takes 8 rows for one token; FP8 4, as its 4-register tables per row
+ * block would not leave room for 8. */
+MATVEC_FN(matvec_fp8, 0, 4)
+MATVEC_FN(matvec_fp4, 1, 8)
 
 /* ---- many tokens: decoded chunks and RB x TB register tiles ---- */
 

@@ -165,7 +165,7 @@ static const char *fmt_label(dsv4_wformat f)
     return f == DSV4_WF_FP4 ? "fp4" : f == DSV4_WF_FP8 ? "fp8" : f == DSV4_WF_BF16 ? "bf16" : "f32";
 }
 
-static double bf16_peak;
+static double bf16_peak, amx_peak;
 
 static void bench_matmul(const char *model, const char *name, dsv4_wformat fmt, int rows, int cols,
                          double bw, double fma_peak)
@@ -185,17 +185,20 @@ static void bench_matmul(const char *model, const char *name, dsv4_wformat fmt, 
     report(kernel, shape, K->isa, t, 2.0 * rows * cols * 64 / t / 1e9, fma_peak, "GFLOP/s");
     if (fmt == DSV4_WF_FP8 || fmt == DSV4_WF_FP4) {
         /* release numerics: the same shapes through the e4m3act entries; where
-         * those multiply in bf16 the compute ceiling is the BF16 dot peak */
+         * those multiply in bf16 the compute ceiling is the BF16 dot peak, or
+         * the AMX peak where they run on AMX tiles */
         int bf16_path = K->matmul_fp8_e4m3act != K->matmul_fp8;
+        int amx_path = K->e4m3act_isa && !strcmp(K->e4m3act_isa, "amx") && amx_peak > 0;
+        const char *isa = K->e4m3act_isa ? K->e4m3act_isa : K->isa;
         for (int i = 0; i < 64; i++)
             fmt_act_quant_sim(X + (size_t)i * cols, (size_t)cols, 128);
         t = time_matmul(&M, 1, X, Y, quick ? 2 : 4, 1);
         snprintf(kernel, sizeof kernel, "matvec_%s_e4m3act", fmt_label(fmt));
-        report(kernel, shape, K->isa, t, (double)M.bytes / t / 1e9, bw, "GB/s");
+        report(kernel, shape, isa, t, (double)M.bytes / t / 1e9, bw, "GB/s");
         t = time_matmul(&M64, 64, X, Y, quick ? 1 : 3, 1);
         snprintf(kernel, sizeof kernel, "matmul64_%s_e4m3act", fmt_label(fmt));
-        report(kernel, shape, K->isa, t, 2.0 * rows * cols * 64 / t / 1e9,
-               bf16_path && bf16_peak > 0 ? bf16_peak : fma_peak, "GFLOP/s");
+        report(kernel, shape, isa, t, 2.0 * rows * cols * 64 / t / 1e9,
+               amx_path ? amx_peak : bf16_path && bf16_peak > 0 ? bf16_peak : fma_peak, "GFLOP/s");
     }
     free(X);
     free(Y);
@@ -341,7 +344,7 @@ int main(int argc, char **argv)
     double bf16 = bf16_peak = roofline_bf16_gflops(0);
     if (bf16 > 0)
         report("probe_bf16_dot", "zmm vdpbf16ps", "avx512", 0, bf16, bf16, "GFLOP/s");
-    double amx = roofline_amx_bf16_gflops(0);
+    double amx = amx_peak = roofline_amx_bf16_gflops(0);
     if (amx > 0)
         report("probe_amx_bf16", "tdpbf16ps 16x16x32", "amx", 0, amx, amx, "GFLOP/s");
 

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 typedef struct {
-    const char *isa; /* "scalar", "avx2", "avx512", "neon" */
+    const char *isa; /* "scalar", "avx2", "avx512", "amx", "neon" */
 
     /* Y[t*ldy + r] = sum_k W[r][k] * X[t*ldx + k], t in [0,n), r in [r0,r1).
      * W is [rows][cols] row-major in the kernel's format. */
@@ -40,6 +40,9 @@ typedef struct {
                                const float *X, size_t ldx, int n, int rows, int cols, int r0, int r1);
     void (*matmul_fp4_e4m3act)(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale,
                                const float *X, size_t ldx, int n, int rows, int cols, int r0, int r1);
+    /* The instructions behind the two e4m3act entries when they are not this
+     * table's own ("avx512bf16": vdpbf16ps, "amx": AMX-BF16 tiles); NULL: isa. */
+    const char *e4m3act_isa;
 
     /* Lightning-indexer scores: scores[s] = sum_h w[h] * max(0, q[h]·keys[s]),
      * q [n_heads][dim], keys [n_keys][dim] contiguous. Heads summed in order. */

@@ -27,7 +27,9 @@ enum {
     "  -t, --threads N        threads (default: all cores)\n"                            \
     "      --numerics MODE    release (default: the official FP8/FP4/bf16 rounding)\n"   \
     "                         or plain (float32, no rounding simulation)\n"              \
-    "      --isa NAME         force a kernel set: scalar, avx512 (default: best)\n"      \
+    "      --isa NAME         kernel set: scalar, avx2, avx512, neon (default: the best\n"  \
+    "                         this CPU has), or amx: avx512 with the release-numerics\n"   \
+    "                         products on AMX tiles (faster prefill, slower decode)\n"     \
     "  -h, --help             this help\n"
 
 #define SAMPLING_LONG_OPTS                                 \

@@ -1,0 +1,644 @@
+/* AMX-BF16 (Sapphire Rapids tiles) matrix products for FP8-simulated
+ * activations (release numerics): matmul_fp8_e4m3act and matmul_fp4_e4m3act.
+ *
+ * Exactness is as in avx512_bf16.c: every weight (code x power-of-two block
+ * scale) and every FP8-simulated activation is a bf16 number, every product
+ * is exact in fp32, so tdpbf16ps adds the same products as the fp32 path and
+ * only the order of the sum differs (tdpbf16ps flushes denormal inputs and
+ * outputs: products below 2^-126, far below any tolerance we use).
+ *
+ * Layout. tdpbf16ps C[m][n] += sum_k A[m][k] B[k/2][2n + k%2] over 32 k:
+ *   - A: 16 weight rows x 32 bf16, decoded with the block scale folded in
+ *     exactly as avx512_bf16.c decodes (the decoders below are copied from
+ *     it): e2m1 by vpermw table + saturating exponent subtract, e4m3 by bit
+ *     placement (e4m3 NaN codes, absent from release files, become a bf16
+ *     NaN so the row comes out NaN as in the fp32 path). Rows whose scales
+ *     fall outside that range are recomputed by the fp32 kernel, so each
+ *     row's result still depends on that row only.
+ *   - B: activations as bf16 pairs, one column per token (up to 16).
+ *   - C: 16 rows x 16 tokens of fp32.
+ * The columns are taken 64 at a time (a "step"; the last one zero-padded);
+ * a step is two k-tiles of 32: FP8 columns 0-31 then 32-63, FP4 the even
+ * columns then the odd ones (pairs (4i, 4i+2) and (4i+1, 4i+3)).
+ *
+ * Order of the sum, for each (token, row): C starts at +0 and takes one
+ * tdpbf16ps per k-tile, k-tiles in ascending order (2 per step, every step
+ * of the row, padding included), the 32 products of a k-tile combined as the
+ * hardware's tdpbf16ps combines them. One output element of tdpbf16ps
+ * depends only on its own A row, B column and C element, so the other rows
+ * and tokens sharing a tile (zero rows at the ends, zero or unrelated
+ * columns) never change it; C carried through memory between chunks of
+ * columns is exact. Hence results do not depend on n, r0 or r1, and the
+ * one-token path (B loaded straight from the token's bf16 vector with a
+ * 4-byte row stride: its column 0 is the token, the other columns are
+ * ignored) gives the same bits as the many-token path (B transposed in
+ * stack scratch).
+ *
+ * Tiles are configured per call (callers run one call per thread inside
+ * their parallel regions) and released at the end. Scratch is on the stack
+ * and bounded (< 64 KiB); nothing is allocated.
+ *
+ * DSV4_AMX_EMULATE replaces the tile instructions by a C model of them
+ * (thread-local tiles, products summed in the SDM's pseudo-code order), so
+ * the layout logic can be tested on a CPU without AMX. */
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")
+
+#include <immintrin.h>
+#include <string.h>
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#include "kernels.h"
+
+const dsv4_kernels *kernels_avx512(void);
+int kernels_amx_usable(void);
+void matmul_fp8_amx(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X, size_t ldx,
+                    int n, int rows, int cols, int r0, int r1);
+void matmul_fp4_amx(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X, size_t ldx,
+                    int n, int rows, int cols, int r0, int r1);
+
+#define STEP 64  /* columns per step = 2 k-tiles */
+#define GROUP 128 /* columns per scale context (FP8 block; 4 FP4 blocks) */
+
+/* Many-token path: rows x tokens x columns per pass over the scratch. */
+#ifndef AMX_RG
+#define AMX_RG 64
+#endif
+#ifndef AMX_TG
+#define AMX_TG 64
+#endif
+#ifndef AMX_KC
+#define AMX_KC 64
+#endif
+#define RT (AMX_RG / 16)
+#define TT (AMX_TG / 16)
+#define KT (AMX_KC / 32)
+
+/* One- and two-token path: columns decoded at a time, and columns of the
+ * tokens' bf16 vectors kept at once. */
+#define SKC 128
+#define SKT (SKC / 32)
+#define XSEG 8192
+#define SMALL_N 2
+
+#define FP4_S_MIN 2
+#define FP8_S_MIN 10
+#define S_MAX 191
+
+typedef struct {
+    int fp4;
+    const uint8_t *W, *scale;
+    int rows, cols;
+} qmat;
+
+/* ---- tile instructions ---- */
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tilecfg;
+
+#ifndef DSV4_AMX_EMULATE
+/* Own asm with memory operands: GCC 12's intrinsics do not tell the compiler
+ * that tile loads read and tile stores write memory (and _tile_loadconfig
+ * reads only 8 bytes of the config), so scratch stores could be dropped. */
+#define TILE_LOAD(t, base, stride)                                                                 \
+    __asm__ volatile("tileloadd (%0,%1,1), %%tmm" #t ::"r"(base), "r"((long)(stride)) : "memory")
+#define TILE_STORE(t, base, stride)                                                                \
+    __asm__ volatile("tilestored %%tmm" #t ", (%0,%1,1)" ::"r"(base), "r"((long)(stride)) : "memory")
+#define TILE_ZERO(t) __asm__ volatile("tilezero %%tmm" #t ::)
+#define TILE_DP(c, a, b) __asm__ volatile("tdpbf16ps %%tmm" #b ", %%tmm" #a ", %%tmm" #c ::)
+#define TILE_CONFIG(cfg) __asm__ volatile("ldtilecfg %0" ::"m"(*(const tilecfg *)(cfg)) : "memory")
+#define TILE_RELEASE() __asm__ volatile("tilerelease" ::)
+#else
+static _Thread_local struct {
+    uint8_t t[8][16][64];
+    tilecfg cfg;
+} emu;
+
+static float emu_bf16(const uint8_t *p)
+{
+    uint32_t u = (uint32_t)(p[0] | p[1] << 8) << 16;
+    if ((u & 0x7f800000u) == 0)
+        u &= 0x80000000u; /* denormal inputs count as zero */
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static void emu_load(int t, const void *base, long stride)
+{
+    memset(emu.t[t], 0, sizeof emu.t[t]);
+    for (int r = 0; r < emu.cfg.rows[t]; r++)
+        memcpy(emu.t[t][r], (const uint8_t *)base + r * stride, emu.cfg.colsb[t]);
+}
+
+static void emu_store(int t, void *base, long stride)
+{
+    for (int r = 0; r < emu.cfg.rows[t]; r++)
+        memcpy((uint8_t *)base + r * stride, emu.t[t][r], emu.cfg.colsb[t]);
+}
+
+static void emu_dp(int c, int a, int b)
+{
+    for (int m = 0; m < emu.cfg.rows[c]; m++)
+        for (int n = 0; n < emu.cfg.colsb[c] / 4; n++) {
+            float acc;
+            memcpy(&acc, &emu.t[c][m][4 * n], 4);
+            for (int k = 0; k < emu.cfg.colsb[a] / 4; k++) {
+                acc += emu_bf16(&emu.t[a][m][4 * k]) * emu_bf16(&emu.t[b][k][4 * n]);
+                acc += emu_bf16(&emu.t[a][m][4 * k + 2]) * emu_bf16(&emu.t[b][k][4 * n + 2]);
+            }
+            memcpy(&emu.t[c][m][4 * n], &acc, 4);
+        }
+}
+
+#define TILE_LOAD(t, base, stride) emu_load(t, base, stride)
+#define TILE_STORE(t, base, stride) emu_store(t, base, stride)
+#define TILE_ZERO(i) memset(emu.t[i], 0, sizeof emu.t[i])
+#define TILE_DP(c, a, b) emu_dp(c, a, b)
+#define TILE_CONFIG(c) memcpy(&emu.cfg, (c), sizeof emu.cfg)
+#define TILE_RELEASE() memset(&emu, 0, sizeof emu)
+#endif
+
+/* Eight tiles of 16 rows x 64 bytes: C in 0-3, A in 4-5, B in 6-7. */
+static void tiles_on(void)
+{
+    tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) {
+        cfg.colsb[i] = 64;
+        cfg.rows[i] = 16;
+    }
+    TILE_CONFIG(&cfg);
+}
+
+/* ---- permission: the CPU bits, and Linux's tile data state (5.16+) ---- */
+
+int kernels_amx_usable(void)
+{
+    static int state = -1; /* computed once; a racing second computation gives the same answer */
+    if (state >= 0)
+        return state;
+    int ok = 0;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512bf16")) {
+#ifdef DSV4_AMX_EMULATE
+        ok = 1;
+#elif defined(__linux__)
+        unsigned a, b, c, d;
+        __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+        if (((d >> 22) & 1) && ((d >> 24) & 1)) /* AMX-BF16, AMX-TILE */
+            ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#endif
+    }
+    state = ok;
+    return ok;
+}
+
+/* ---- decoding (copied from avx512_bf16.c) ---- */
+
+static inline __mmask16 m16(int left)
+{
+    return left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+}
+
+static inline __mmask32 m32(int left)
+{
+    return left >= 32 ? (__mmask32)0xffffffffu : left <= 0 ? (__mmask32)0 : (__mmask32)((1u << left) - 1);
+}
+
+#define E2M1_BF16 0, 0x5f00, 0x5f80, 0x5fc0, 0x6000, 0x6040, 0x6080, 0x60c0, \
+                  0, 0xdf00, 0xdf80, 0xdfc0, 0xe000, 0xe040, 0xe080, 0xe0c0
+static const uint16_t e2m1_lut[32] __attribute__((aligned(64))) = {E2M1_BF16, E2M1_BF16};
+static const uint16_t e4m3_sub_lut[32] __attribute__((aligned(64))) = {
+    0, 0x5b00, 0x5b80, 0x5bc0, 0x5c00, 0x5c20, 0x5c40, 0x5c60};
+static const uint16_t idx_even[32] __attribute__((aligned(64))) = {
+    0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30,
+    32, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62};
+static const uint16_t idx_odd[32] __attribute__((aligned(64))) = {
+    1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31,
+    33, 35, 37, 39, 41, 43, 45, 47, 49, 51, 53, 55, 57, 59, 61, 63};
+static const uint16_t idx_step_scale[2][32] __attribute__((aligned(64))) = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+    {2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3}};
+
+typedef struct {
+    __m512i a, b;
+} gctx;
+
+static inline gctx group_ctx(const qmat *q, int r, int g)
+{
+    gctx c;
+    if (q->fp4) {
+        int nb = q->cols / 32, b0 = g * (GROUP / 32);
+        int cnt = nb - b0 < 4 ? nb - b0 : 4;
+        __m128i s = _mm_maskz_loadu_epi8((__mmask16)((1u << cnt) - 1), q->scale + (size_t)r * nb + b0);
+        __m512i w = _mm512_cvtepu8_epi16(_mm256_castsi128_si256(s));
+        c.a = _mm512_slli_epi16(_mm512_sub_epi16(_mm512_set1_epi16(S_MAX), w), 7);
+        c.b = c.a;
+    } else {
+        int nb = (q->cols + 127) / 128;
+        unsigned s = q->scale[(size_t)(r / 128) * nb + g];
+        c.a = _mm512_set1_epi16((short)(uint16_t)((s - 7u) << 7));
+        c.b = _mm512_subs_epu16(_mm512_load_si512(e4m3_sub_lut), _mm512_set1_epi16((short)(uint16_t)((S_MAX - s) << 7)));
+    }
+    return c;
+}
+
+#ifndef PREFETCH
+#define PREFETCH 512
+#endif
+
+static inline __m512i fp8x32(__m256i raw, const gctx *c)
+{
+    __m512i b = _mm512_cvtepu8_epi16(raw);
+    __m512i m = _mm512_add_epi16(_mm512_and_si512(_mm512_slli_epi16(b, 4), _mm512_set1_epi16(0x7f0)), c->a);
+    __mmask32 sub = _mm512_testn_epi16_mask(b, _mm512_set1_epi16(0x78));
+    m = _mm512_mask_permutexvar_epi16(m, sub, b, c->b);
+    /* NaN codes (0x7f, 0xff; absent from release files) decode to a bf16 NaN, so the row comes out NaN */
+    __mmask32 nan = _mm512_cmpeq_epi16_mask(_mm512_and_si512(b, _mm512_set1_epi16(0x7f)), _mm512_set1_epi16(0x7f));
+    m = _mm512_mask_mov_epi16(m, nan, _mm512_set1_epi16(0x7fc0));
+    return _mm512_ternarylogic_epi32(m, _mm512_slli_epi16(b, 8), _mm512_set1_epi16((short)0x8000), 0xf8);
+}
+
+static inline __attribute__((always_inline)) void decode_step(const qmat *q, int r, int k, int len,
+                                                               const gctx *c, int j, __m512i *w0,
+                                                               __m512i *w1)
+{
+    if (q->fp4) {
+        const uint8_t *p = q->W + (size_t)r * (q->cols / 2) + k / 2;
+        _mm_prefetch((const char *)p + PREFETCH, _MM_HINT_T0);
+        __m256i raw = len >= STEP ? _mm256_loadu_si256((const __m256i *)p) : _mm256_maskz_loadu_epi8(m32(len / 2), p);
+        __m512i b = _mm512_cvtepu8_epi16(raw);
+        const __m512i lut = _mm512_load_si512(e2m1_lut);
+        __m512i d = _mm512_permutexvar_epi16(_mm512_load_si512(idx_step_scale[j]), c->a);
+        *w0 = _mm512_subs_epu16(_mm512_permutexvar_epi16(b, lut), d);
+        *w1 = _mm512_subs_epu16(_mm512_permutexvar_epi16(_mm512_srli_epi16(b, 4), lut), d);
+    } else {
+        const uint8_t *p = q->W + (size_t)r * q->cols + k;
+        _mm_prefetch((const char *)p + PREFETCH, _MM_HINT_T0);
+        *w0 = fp8x32(len >= 32 ? _mm256_loadu_si256((const __m256i *)p) : _mm256_maskz_loadu_epi8(m32(len), p), c);
+        *w1 = fp8x32(len >= STEP ? _mm256_loadu_si256((const __m256i *)(p + 32))
+                                 : _mm256_maskz_loadu_epi8(m32(len - 32), p + 32), c);
+    }
+}
+
+static inline __attribute__((always_inline)) void prep_step(int fp4, const float *x, int len, __m512i *x0,
+                                                             __m512i *x1)
+{
+    __m512 f0 = _mm512_maskz_loadu_ps(m16(len), x), f1 = _mm512_maskz_loadu_ps(m16(len - 16), x + 16);
+    __m512 f2 = _mm512_maskz_loadu_ps(m16(len - 32), x + 32), f3 = _mm512_maskz_loadu_ps(m16(len - 48), x + 48);
+    __m512i a = (__m512i)_mm512_cvtne2ps_pbh(f1, f0), b = (__m512i)_mm512_cvtne2ps_pbh(f3, f2);
+    if (fp4) {
+        *x0 = _mm512_permutex2var_epi16(a, _mm512_load_si512(idx_even), b);
+        *x1 = _mm512_permutex2var_epi16(a, _mm512_load_si512(idx_odd), b);
+    } else {
+        *x0 = a;
+        *x1 = b;
+    }
+}
+
+/* Row r's steps [s0, s0 + ns) as bf16 k-tiles: k-tile i of the run at
+ * dst + i * tstride (uint16 units), 32 values each. */
+static inline __attribute__((always_inline)) void decode_row(const qmat *q, int r, int s0, int ns,
+                                                              uint16_t *dst, size_t tstride)
+{
+    gctx c = group_ctx(q, r, s0 * STEP / GROUP);
+    for (int i = 0; i < ns; i++) {
+        int k = (s0 + i) * STEP, j = (k % GROUP) / STEP;
+        if (i > 0 && j == 0)
+            c = group_ctx(q, r, k / GROUP);
+        __m512i w0, w1;
+        decode_step(q, r, k, q->cols - k, &c, j, &w0, &w1);
+        _mm512_store_si512(dst + 2 * i * tstride, w0);
+        _mm512_store_si512(dst + (2 * i + 1) * tstride, w1);
+    }
+}
+
+static inline void zero_row(int ns, uint16_t *dst, size_t tstride)
+{
+    for (int i = 0; i < 2 * ns; i++)
+        _mm512_store_si512(dst + i * tstride, _mm512_setzero_si512());
+}
+
+/* Token x's steps [s0, s0 + ns) as bf16 in k-tile order (32 values per k-tile). */
+static void prep_token(int fp4, const float *x, int cols, int s0, int ns, uint16_t *dst)
+{
+    for (int i = 0; i < ns; i++) {
+        int k = (s0 + i) * STEP;
+        __m512i x0, x1;
+        prep_step(fp4, x + k, cols - k, &x0, &x1);
+        _mm512_store_si512(dst + 64 * i, x0);
+        _mm512_store_si512(dst + 64 * i + 32, x1);
+    }
+}
+
+/* 16x16 transpose of 32-bit elements, in place. */
+static inline void transpose16(__m512i r[16])
+{
+    __m512i t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int b = 0; b < 16; b += 4) {
+        u[b] = _mm512_unpacklo_epi64(t[b], t[b + 2]);
+        u[b + 1] = _mm512_unpackhi_epi64(t[b], t[b + 2]);
+        u[b + 2] = _mm512_unpacklo_epi64(t[b + 1], t[b + 3]);
+        u[b + 3] = _mm512_unpackhi_epi64(t[b + 1], t[b + 3]);
+    }
+    for (int c = 0; c < 4; c++) {
+        __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x88), v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xdd);
+        __m512i w0 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x88), w1 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xdd);
+        r[c] = _mm512_shuffle_i32x4(v0, w0, 0x88);
+        r[4 + c] = _mm512_shuffle_i32x4(v1, w1, 0x88);
+        r[8 + c] = _mm512_shuffle_i32x4(v0, w0, 0xdd);
+        r[12 + c] = _mm512_shuffle_i32x4(v1, w1, 0xdd);
+    }
+}
+
+/* C tile [16 rows][16 tokens] into Y: rows [0, nr), tokens [0, nt). */
+static void write_c(const float *C, float *Y, size_t ldy, int row, int nr, int nt)
+{
+    __m512i v[16];
+    for (int m = 0; m < 16; m++)
+        v[m] = _mm512_load_si512(C + 16 * m);
+    transpose16(v);
+    for (int t = 0; t < nt; t++)
+        _mm512_mask_storeu_ps(Y + (size_t)t * ldy + row, m16(nr), _mm512_castsi512_ps(v[t]));
+}
+
+/* Tile loads get no store forwarding: a tile load of data still in the store
+ * buffer waits until those stores commit, which stalls the core for hundreds
+ * of cycles. So both paths decode one chunk ahead into a second buffer: the
+ * tile loads of chunk c come a whole chunk of work after its stores. */
+
+/* ---- one or two tokens: B straight from the tokens' bf16 vectors ---- */
+
+/* Token t's B tile for k-tile s of the current segment: column 0 is the
+ * token's pairs, read with a 4-byte row stride. */
+#define SB(t, s) (xk[t] + 32 * (s))
+
+/* Rows [rb, rb + nr) (32-row block), steps [s0, s0 + ns), into A [SKT][2][16][32]. */
+static void small_decode(const qmat *q, int rb, int nr, int s0, int ns, uint16_t *A)
+{
+    for (int m = 0; m < (nr > 16 ? 32 : 16); m++) {
+        uint16_t *dst = A + (m / 16) * 16 * 32 + (m % 16) * 32;
+        if (m < nr)
+            decode_row(q, rb + m, s0, ns, dst, 2 * 16 * 32);
+        else
+            zero_row(ns, dst, 2 * 16 * 32);
+    }
+}
+
+static __attribute__((noinline)) void matmul_small(const qmat *q, float *Y, size_t ldy, const float *X,
+                                                   size_t ldx, int n, int r0, int r1)
+{
+    /* + 64: a B tile read at the last k-tile reaches 60 bytes past it */
+    static const int xpad = 64;
+    uint16_t xk[SMALL_N][XSEG + 64] __attribute__((aligned(64)));
+    uint16_t A[2][SKT * 2 * 16 * 32] __attribute__((aligned(64)));
+    float C[16 * 16] __attribute__((aligned(64)));
+    int steps = (q->cols + STEP - 1) / STEP, seg_steps = XSEG / STEP, cs = SKT / 2;
+    int nseg = (steps + seg_steps - 1) / seg_steps;
+    if (nseg == 1)
+        for (int t = 0; t < n; t++) {
+            prep_token(q->fp4, X + (size_t)t * ldx, q->cols, 0, steps, xk[t]);
+            memset(xk[t] + steps * STEP, 0, xpad * sizeof xk[t][0]);
+        }
+    for (int rb = r0; rb < r1; rb += 32) {
+        int nr = r1 - rb < 32 ? r1 - rb : 32, two = nr > 16;
+        TILE_ZERO(0);
+        TILE_ZERO(1);
+        TILE_ZERO(2);
+        TILE_ZERO(3);
+        for (int sg = 0; sg < nseg; sg++) {
+            int sg0 = sg * seg_steps, sgn = steps - sg0 < seg_steps ? steps - sg0 : seg_steps;
+            if (nseg > 1)
+                for (int t = 0; t < n; t++) {
+                    prep_token(q->fp4, X + (size_t)t * ldx, q->cols, sg0, sgn, xk[t]);
+                    memset(xk[t] + sgn * STEP, 0, xpad * sizeof xk[t][0]);
+                }
+            int nch = (sgn + cs - 1) / cs;
+            small_decode(q, rb, nr, sg0, sgn < cs ? sgn : cs, A[0]);
+            for (int ch = 0; ch < nch; ch++) {
+                int c0 = ch * cs, ns = sgn - c0 < cs ? sgn - c0 : cs;
+                if (ch + 1 < nch) {
+                    int c1 = c0 + cs;
+                    small_decode(q, rb, nr, sg0 + c1, sgn - c1 < cs ? sgn - c1 : cs, A[(ch + 1) & 1]);
+                }
+                const uint16_t *a = A[ch & 1];
+                for (int s = 0; s < 2 * ns; s++) {
+                    TILE_LOAD(4, a + s * 2 * 16 * 32, 64);
+                    TILE_LOAD(6, SB(0, 2 * c0 + s), 4);
+                    if (two)
+                        TILE_LOAD(5, a + s * 2 * 16 * 32 + 16 * 32, 64);
+                    if (n == 2)
+                        TILE_LOAD(7, SB(1, 2 * c0 + s), 4);
+                    TILE_DP(0, 4, 6);
+                    if (n == 2)
+                        TILE_DP(1, 4, 7);
+                    if (two) {
+                        TILE_DP(2, 5, 6);
+                        if (n == 2)
+                            TILE_DP(3, 5, 7);
+                    }
+                }
+            }
+        }
+        /* column t of C tile (i, t) is token t */
+        for (int i = 0; i < (two ? 2 : 1); i++)
+            for (int t = 0; t < n; t++) {
+                if (i == 0 && t == 0)
+                    TILE_STORE(0, C, 64);
+                else if (i == 0)
+                    TILE_STORE(1, C, 64);
+                else if (t == 0)
+                    TILE_STORE(2, C, 64);
+                else
+                    TILE_STORE(3, C, 64);
+                int rows = nr - 16 * i < 16 ? nr - 16 * i : 16;
+                for (int m = 0; m < rows; m++)
+                    Y[(size_t)t * ldy + rb + 16 * i + m] = C[16 * m];
+            }
+    }
+}
+
+/* ---- many tokens: decoded A and transposed B chunks, C through scratch ---- */
+
+#define AT(s, i) (&A[((s) * RT + (i)) * 16 * 32])
+#define BT(s, j) (&B[((s) * TT + (j)) * 16 * 16])
+#define CT(i, j) (&C[((i) * TT + (j)) * 16 * 16])
+
+/* One 2x2 (or smaller) block of C tiles over k-tiles [0, kt) of the chunk. */
+static inline __attribute__((always_inline)) void block(int ni, int nj, int first, int kt, int i, int j,
+                                                         const uint16_t *A, const uint32_t *B, float *C)
+{
+    if (first) {
+        TILE_ZERO(0);
+        TILE_ZERO(1);
+        TILE_ZERO(2);
+        TILE_ZERO(3);
+    } else {
+        TILE_LOAD(0, CT(i, j), 64);
+        if (nj == 2)
+            TILE_LOAD(1, CT(i, j + 1), 64);
+        if (ni == 2)
+            TILE_LOAD(2, CT(i + 1, j), 64);
+        if (ni == 2 && nj == 2)
+            TILE_LOAD(3, CT(i + 1, j + 1), 64);
+    }
+    for (int s = 0; s < kt; s++) {
+        TILE_LOAD(4, AT(s, i), 64);
+        TILE_LOAD(6, BT(s, j), 64);
+        if (nj == 2)
+            TILE_LOAD(7, BT(s, j + 1), 64);
+        if (ni == 2)
+            TILE_LOAD(5, AT(s, i + 1), 64);
+        TILE_DP(0, 4, 6);
+        if (nj == 2)
+            TILE_DP(1, 4, 7);
+        if (ni == 2)
+            TILE_DP(2, 5, 6);
+        if (ni == 2 && nj == 2)
+            TILE_DP(3, 5, 7);
+    }
+    TILE_STORE(0, CT(i, j), 64);
+    if (nj == 2)
+        TILE_STORE(1, CT(i, j + 1), 64);
+    if (ni == 2)
+        TILE_STORE(2, CT(i + 1, j), 64);
+    if (ni == 2 && nj == 2)
+        TILE_STORE(3, CT(i + 1, j + 1), 64);
+}
+
+/* Steps [c0, c0 + ns) of rows [rb, rb + nr) into A, of tokens [g0, g0 + ng) into B (transposed). */
+static void many_prep(const qmat *q, const float *X, size_t ldx, int rb, int nr, int g0, int ng, int c0,
+                      int ns, uint16_t *A, uint32_t *B)
+{
+    uint16_t xs[16][AMX_KC] __attribute__((aligned(64))); /* 16 tokens' chunk, k-tile order */
+    int rt = (nr + 15) / 16, tt = (ng + 15) / 16, kt = 2 * ns;
+    for (int m = 0; m < rt * 16; m++) {
+        uint16_t *dst = AT(0, m / 16) + (m % 16) * 32;
+        if (m < nr)
+            decode_row(q, rb + m, c0, ns, dst, RT * 16 * 32);
+        else
+            zero_row(ns, dst, RT * 16 * 32);
+    }
+    for (int j = 0; j < tt; j++) {
+        int nt = ng - 16 * j < 16 ? ng - 16 * j : 16;
+        for (int t = 0; t < nt; t++)
+            prep_token(q->fp4, X + (size_t)(g0 + 16 * j + t) * ldx, q->cols, c0, ns, xs[t]);
+        for (int s = 0; s < kt; s++) {
+            __m512i v[16];
+            for (int t = 0; t < 16; t++)
+                v[t] = t < nt ? _mm512_load_si512(xs[t] + 32 * s) : _mm512_setzero_si512();
+            transpose16(v);
+            for (int p = 0; p < 16; p++)
+                _mm512_store_si512(BT(s, j) + 16 * p, v[p]);
+        }
+    }
+}
+
+static __attribute__((noinline)) void matmul_many(const qmat *q, float *Y, size_t ldy, const float *X,
+                                                  size_t ldx, int n, int r0, int r1)
+{
+    uint16_t Ab[2][KT * RT * 16 * 32] __attribute__((aligned(64)));
+    uint32_t Bb[2][KT * TT * 16 * 16] __attribute__((aligned(64)));
+    float C[RT * TT * 16 * 16] __attribute__((aligned(64)));
+    int steps = (q->cols + STEP - 1) / STEP, cs = AMX_KC / STEP, nch = (steps + cs - 1) / cs;
+    for (int rb = r0; rb < r1; rb += AMX_RG) {
+        int nr = r1 - rb < AMX_RG ? r1 - rb : AMX_RG, rt = (nr + 15) / 16;
+        for (int g0 = 0; g0 < n; g0 += AMX_TG) {
+            int ng = n - g0 < AMX_TG ? n - g0 : AMX_TG, tt = (ng + 15) / 16;
+            many_prep(q, X, ldx, rb, nr, g0, ng, 0, steps < cs ? steps : cs, Ab[0], Bb[0]);
+            for (int ch = 0; ch < nch; ch++) {
+                int c0 = ch * cs, ns = steps - c0 < cs ? steps - c0 : cs, kt = 2 * ns;
+                if (ch + 1 < nch) {
+                    int c1 = c0 + cs;
+                    many_prep(q, X, ldx, rb, nr, g0, ng, c1, steps - c1 < cs ? steps - c1 : cs,
+                              Ab[(ch + 1) & 1], Bb[(ch + 1) & 1]);
+                }
+                const uint16_t *A = Ab[ch & 1];
+                const uint32_t *B = Bb[ch & 1];
+                for (int i = 0; i < rt; i += 2)
+                    for (int j = 0; j < tt; j += 2) {
+                        int two_i = rt - i >= 2, two_j = tt - j >= 2;
+                        if (two_i && two_j)
+                            block(2, 2, ch == 0, kt, i, j, A, B, C);
+                        else if (two_i)
+                            block(2, 1, ch == 0, kt, i, j, A, B, C);
+                        else if (two_j)
+                            block(1, 2, ch == 0, kt, i, j, A, B, C);
+                        else
+                            block(1, 1, ch == 0, kt, i, j, A, B, C);
+                    }
+            }
+            for (int i = 0; i < rt; i++)
+                for (int j = 0; j < tt; j++) {
+                    int nri = nr - 16 * i < 16 ? nr - 16 * i : 16, ntj = ng - 16 * j < 16 ? ng - 16 * j : 16;
+                    write_c(CT(i, j), Y + (size_t)(g0 + 16 * j) * ldy, ldy, rb + 16 * i, nri, ntj);
+                }
+        }
+    }
+}
+
+/* ---- rows outside the bf16 scale range ---- */
+
+static int scales_in_range(const uint8_t *s, int count, int lo)
+{
+    for (int i = 0; i < count; i += 64) {
+        __mmask64 m = count - i >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (count - i)) - 1);
+        __m512i v = _mm512_maskz_loadu_epi8(m, s + i);
+        if (_mm512_mask_cmplt_epu8_mask(m, v, _mm512_set1_epi8((char)lo)) |
+            _mm512_mask_cmpgt_epu8_mask(m, v, _mm512_set1_epi8((char)S_MAX)))
+            return 0;
+    }
+    return 1;
+}
+
+static int row_in_range(const qmat *q, int r)
+{
+    if (q->fp4)
+        return scales_in_range(q->scale + (size_t)r * (q->cols / 32), q->cols / 32, FP4_S_MIN);
+    int nb = (q->cols + 127) / 128;
+    return scales_in_range(q->scale + (size_t)(r / 128) * nb, nb, FP8_S_MIN);
+}
+
+static void matmul_q(const qmat *q, float *Y, size_t ldy, const float *X, size_t ldx, int n, int r0, int r1)
+{
+    if (n <= 0 || r1 <= r0 || q->cols <= 0)
+        return;
+    tiles_on();
+    if (n <= SMALL_N)
+        matmul_small(q, Y, ldy, X, ldx, n, r0, r1);
+    else
+        matmul_many(q, Y, ldy, X, ldx, n, r0, r1);
+    TILE_RELEASE();
+    const dsv4_kernels *f = kernels_avx512();
+    for (int r = r0; r < r1; r++)
+        if (!row_in_range(q, r))
+            (q->fp4 ? f->matmul_fp4 : f->matmul_fp8)(Y, ldy, q->W, q->scale, X, ldx, n, q->rows, q->cols,
+                                                      r, r + 1);
+}
+
+void matmul_fp8_amx(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X, size_t ldx,
+                    int n, int rows, int cols, int r0, int r1)
+{
+    qmat q = {0, W, scale, rows, cols};
+    matmul_q(&q, Y, ldy, X, ldx, n, r0, r1);
+}
+
+void matmul_fp4_amx(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X, size_t ldx,
+                    int n, int rows, int cols, int r0, int r1)
+{
+    qmat q = {1, W, scale, rows, cols};
+    matmul_q(&q, Y, ldy, X, ldx, n, r0, r1);
+}

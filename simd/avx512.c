@@ -27,6 +27,7 @@
 
 #include "kernels.h"
 #include "formats.h"
+#include "prefetch.h"
 
 const dsv4_kernels *kernels_avx512(void);
 const dsv4_kernels *kernels_avx512_novnni(void);
@@ -297,6 +298,12 @@ static void matmul_gemm(float *Y, size_t ldy, const wsrc *s, const float *X, siz
 
 /* ---- few tokens: decode in registers, RB rows at a time ---- */
 
+/* Bytes of 32 columns of one row. */
+static inline int row_bytes32(int fmt)
+{
+    return fmt == W_FP4 ? 16 : fmt == W_FP8 ? 32 : fmt == W_BF16 ? 64 : 128;
+}
+
 /* wscale: the row's scale of this block, as a float (FP4, FP8). */
 static inline __attribute__((always_inline)) void decode32(const wsrc *s, int r, int k, __m512 lut,
                                                             const float *wscale, __m512 *lo, __m512 *hi)
@@ -353,6 +360,10 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
         for (int t = 0; t < nt; t++)
             acc[i][t] = _mm512_setzero_ps();
     int cols = s->cols, k = 0;
+    size_t row_bytes = (size_t)cols * row_bytes32(s->fmt) / 32, step_bytes = (size_t)nr * row_bytes32(s->fmt);
+    int next_row = rb + nr < s->rows ? rb + nr : s->rows;
+    const char *next = (const char *)s->W + (size_t)next_row * row_bytes;
+    size_t left = (size_t)(s->rows - next_row) * row_bytes;
     float wscale[MV_RB][16] __attribute__((aligned(64))); /* FP4: 16 blocks; FP8: [0] */
     #pragma GCC unroll 8
     for (int i = 0; i < nr; i++)
@@ -378,6 +389,10 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
                 x1[t] = _mm512_loadu_ps(X + (size_t)t * ldx + k + 16);
             }
         }
+        prefetch_next_block(next, (size_t)(k / 32) * step_bytes, step_bytes, left);
+        if (s->fmt == W_FP4 && k == 0) /* and the next block's scales, a short stream of their own */
+            prefetch_next_block((const char *)s->scale + (size_t)next_row * (cols / 32), 0,
+                                (size_t)nr * (cols / 32), (size_t)(s->rows - next_row) * (cols / 32));
         #pragma GCC unroll 8
         for (int i = 0; i < nr; i++) {
             __m512 lo, hi;

@@ -43,6 +43,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "prefetch.h"
 
 const dsv4_kernels *kernels_avx512(void);
 void matmul_fp8_avx512bf16(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X,
@@ -196,11 +197,6 @@ static inline gctx group_ctx(const qmat *q, int r, int g)
 
 /* ---- decoding one step of one row to bf16 (w0, w1) ---- */
 
-/* Bytes ahead to prefetch on each row's stream: the in-register path reads
- * 4 rows interleaved, which the hardware prefetchers do not always follow. */
-#ifndef PREFETCH
-#define PREFETCH 512
-#endif
 
 static inline void fp8x64(__m512i raw, const gctx *c, __m512i *w0, __m512i *w1)
 {
@@ -217,7 +213,6 @@ static inline __attribute__((always_inline)) void decode_step(const qmat *q, int
 {
     if (q->fp4) {
         const uint8_t *p = q->W + (size_t)r * (q->cols / 2) + k / 2;
-        _mm_prefetch((const char *)p + PREFETCH, _MM_HINT_T0);
         __m256i raw = len >= STEP ? _mm256_loadu_si256((const __m256i *)p) : _mm256_maskz_loadu_epi8(m32(len / 2), p);
         __m512i b = _mm512_cvtepu8_epi16(raw);
         const __m512i lut = _mm512_load_si512(e2m1_lut);
@@ -226,7 +221,6 @@ static inline __attribute__((always_inline)) void decode_step(const qmat *q, int
         *w1 = _mm512_subs_epu16(_mm512_permutexvar_epi16(_mm512_srli_epi16(b, 4), lut), d);
     } else {
         const uint8_t *p = q->W + (size_t)r * q->cols + k;
-        _mm_prefetch((const char *)p + PREFETCH, _MM_HINT_T0);
         fp8x64(len >= STEP ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(m64(len), p), c, w0, w1);
     }
 }
@@ -256,14 +250,22 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
         for (int t = 0; t < nt; t++)
             acc[i][t] = _mm512_setzero_ps();
     int cols = q->cols;
+    size_t row_bytes = q->fp4 ? (size_t)cols / 2 : (size_t)cols, step_bytes = (size_t)nr * (q->fp4 ? STEP / 2 : STEP);
+    int next_row = rb + nr < q->rows ? rb + nr : q->rows;
+    size_t left = (size_t)(q->rows - next_row) * row_bytes;
+    const char *next = (const char *)q->W + (size_t)next_row * row_bytes;
     for (int g = 0; g * GROUP < cols; g++) {
         gctx c[MV_RB];
+        if (q->fp4 && g == 0) /* the next block's scales, a short stream of their own */
+            prefetch_next_block((const char *)q->scale + (size_t)next_row * (cols / 32), 0, (size_t)nr * (cols / 32),
+                                (size_t)(q->rows - next_row) * (cols / 32));
         #pragma GCC unroll 8
         for (int i = 0; i < nr; i++) /* FP8 rows of one 128-row block share their scale */
             c[i] = i > 0 && !q->fp4 && (rb + i) / 128 == (rb + i - 1) / 128 ? c[i - 1] : group_ctx(q, rb + i, g);
         for (int j = 0; j < 2 && g * GROUP + j * STEP < cols; j++) {
             int k = g * GROUP + j * STEP, len = cols - k < STEP ? cols - k : STEP;
             __m512i x0[GEMM_MIN_N - 1], x1[GEMM_MIN_N - 1];
+            prefetch_next_block(next, (size_t)(k / STEP) * step_bytes, step_bytes, left);
             #pragma GCC unroll 8
             for (int t = 0; t < nt; t++)
                 prep_step(q->fp4, X + (size_t)t * ldx + k, len, &x0[t], &x1[t]);

@@ -51,10 +51,10 @@ tests: $(TEST_BIN) $(BUILD)/dsv4
 # on an x86 host). Plain flags, sanitizers included nowhere: qemu-user runs it.
 NEON_CC   ?= aarch64-linux-gnu-gcc
 NEON_SRC  := $(filter-out simd/avx%,$(wildcard simd/*.c))
-NEON_TEST := $(BUILD)/tests/neon/test_kernels
-$(NEON_TEST): tests/test_kernels.c $(NEON_SRC) $(wildcard simd/*.h) tests/test_util.h tests/neon/cmocka.h
+NEON_TEST := $(BUILD)/tests/neon/test_kernels $(BUILD)/tests/neon/test_index_fp4
+$(NEON_TEST): $(BUILD)/tests/neon/%: tests/%.c $(NEON_SRC) $(wildcard simd/*.h) tests/test_util.h tests/neon/cmocka.h
 	@mkdir -p $(dir $@)
-	$(NEON_CC) -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Itests/neon -static -o $@ tests/test_kernels.c $(NEON_SRC) -lm
+	$(NEON_CC) -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Itests/neon -static -o $@ $< $(NEON_SRC) -lm
 ifeq ($(shell uname -m),x86_64)
 tests: $(NEON_TEST)
 endif

@@ -155,18 +155,69 @@ void fmt_act_quant_sim(float *x, size_t n, size_t block)
     }
 }
 
+/* The exponent of an FP4 block's scale (official fp4_act_quant). */
+static int fp4_block_exp(const float *xb, size_t len)
+{
+    float amax = fmaxf(block_amax(xb, len), 6.0f * 0x1p-126f);
+    return ceil_log2_bits(amax * (1.0f / 6.0f));
+}
+
 void fmt_fp4_quant_sim(float *x, size_t n, size_t block)
 {
     for (size_t b0 = 0; b0 < n; b0 += block) {
         size_t len = n - b0 < block ? n - b0 : block;
         float *xb = x + b0;
-        float amax = fmaxf(block_amax(xb, len), 6.0f * 0x1p-126f);
-        int e = ceil_log2_bits(amax * (1.0f / 6.0f));
+        int e = fp4_block_exp(xb, len);
         float s = pow2f(e), inv_s = pow2f(-e);
         for (size_t i = 0; i < len; i++) {
             float q = fminf(fmaxf(xb[i] * inv_s, -6.0f), 6.0f);
             xb[i] = e2m1_round(q) * s;
         }
+    }
+}
+
+/* e2m1 code of a value already on the grid (|v| in {0, .5, 1, 1.5, 2, 3, 4, 6}). */
+static uint8_t e2m1_code(float v)
+{
+    static const uint8_t by_twice[13] = {0, 1, 2, 3, 4, 0, 5, 0, 6, 0, 0, 0, 7};
+    return (uint8_t)(by_twice[(int)(fabsf(v) * 2.0f)] | (signbit(v) ? 8 : 0));
+}
+
+void fmt_fp4_quant_codes(const float *x, size_t n, size_t block, uint8_t *codes, uint8_t *scales)
+{
+    for (size_t b0 = 0; b0 < n; b0 += block) {
+        size_t len = n - b0 < block ? n - b0 : block;
+        int e = fp4_block_exp(x + b0, len);
+        float inv_s = pow2f(-e);
+        scales[b0 / block] = (uint8_t)(e + 127);
+        for (size_t i = 0; i < len; i++)
+            codes[b0 + i] = e2m1_code(e2m1_round(fminf(fmaxf(x[b0 + i] * inv_s, -6.0f), 6.0f)));
+    }
+}
+
+/* Keys in groups of 16, 16 keys x 4 columns per 64 bytes (kernels.h). */
+void fmt_index_key_pack(uint8_t *keys, uint8_t *key_scale, size_t s, int dim, const float *x)
+{
+    size_t g = s / 16, k = s % 16;
+    uint8_t *kg = keys + g * (size_t)dim * 8, *sg = key_scale + g * (size_t)dim / 2;
+    for (int b = 0; b < dim / 32; b++) {
+        uint8_t codes[32];
+        fmt_fp4_quant_codes(x + 32 * b, 32, 32, codes, &sg[16 * b + k]);
+        for (int j = 0; j < 4; j++)     /* the block's four 8-column chunks */
+            for (int i = 0; i < 4; i++)
+                kg[64 * (4 * b + j) + 4 * k + i] = (uint8_t)(codes[8 * j + i] | codes[8 * j + 4 + i] << 4);
+    }
+}
+
+void fmt_index_query_pack(int8_t *codes_x2, float *scales, const float *x, size_t n)
+{
+    static const int8_t twice[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+    for (size_t b0 = 0; b0 < n; b0 += 32) {
+        uint8_t codes[32], e;
+        fmt_fp4_quant_codes(x + b0, 32, 32, codes, &e);
+        scales[b0 / 32] = fmt_e8m0_to_f32(e);
+        for (int i = 0; i < 32; i++)
+            codes_x2[b0 + i] = twice[codes[i]];
     }
 }
 

@@ -25,6 +25,21 @@ void fmt_act_quant_sim(float *x, size_t n, size_t block);
  * x <- e2m1(x/s)*s, per block. In place. */
 void fmt_fp4_quant_sim(float *x, size_t n, size_t block);
 
+/* The same quantization as codes: codes[i] the e2m1 code (low 4 bits) of
+ * x[i], scales[i / block] the e8m0 exponent of the block's scale (in
+ * [1, 253]), so that e2m1(codes[i]) * e8m0(scales[i / block]) is what
+ * fmt_fp4_quant_sim leaves in x[i]. Quantizing values that are already
+ * FP4-simulated returns them unchanged. */
+void fmt_fp4_quant_codes(const float *x, size_t n, size_t block, uint8_t *codes, uint8_t *scales);
+
+/* The lightning indexer's FP4 operands (kernels.h, index_scores_fp4), from
+ * values FP4-quantized per 32 here (FP4-simulated values keep their value):
+ * one key of dim floats into slot s of a key cache in the grouped layout;
+ * and n query values (n % 32 == 0) as codes (twice the e2m1 value) and
+ * float block scales. */
+void fmt_index_key_pack(uint8_t *keys, uint8_t *key_scale, size_t s, int dim, const float *x);
+void fmt_index_query_pack(int8_t *codes_x2, float *scales, const float *x, size_t n);
+
 /* y = x * H_n / sqrt(n), H Sylvester (H[i][j] = (-1)^popcount(i&j)); n a power of two. In place. */
 void fmt_hadamard(float *x, size_t n);
 

@@ -56,17 +56,22 @@ typedef struct {
     void (*attend)(float *out, const float *q, int dim, const float *const *kv, int n_kv,
                    const float *sink, float scale, int bf16_probs, int h0, int h1);
 
-    /* Lightning-indexer scores over real FP4 keys, as integer dot products.
+    /* Lightning-indexer scores over real FP4 keys in release numerics (the
+     * official bf16 einsum), with exact integer dot products.
      * q_codes [n_heads][dim]: twice the e2m1 value of each query element (an
-     * integer in [-12, 12]); q_scale [n_heads][dim/32]: the query's block scale.
-     * keys: e2m1 packed [n_keys][dim/2] (low nibble = even column), key_scale
-     * e8m0 [n_keys][dim/32]. dim % 32 == 0, dim <= INDEX_FP4_MAX_DIM,
-     * n_heads <= INDEX_FP4_MAX_HEADS. With d_hb = q_scale[h][b] * ks[b] / 4:
-     *   v_h = w[h] * max(0, sum_b d_hb * idot_hb)   (b ascending, fused multiply-add)
-     * where idot_hb is the exact integer dot of block b; the v_h are summed in a
-     * fixed order: heads padded with zeros to a multiple of 16, lane i = h % 16
-     * summed over h ascending, then lanes i+8, i+4, i+2, i+1 folded pairwise.
-     * Every ISA computes exactly this, so the result is bitwise the same. */
+     * integer in [-12, 12]); q_scale [n_heads][dim/32]: the query's block
+     * scales (finite); w [n_heads]: head weights (finite). keys, key_scale:
+     * n_keys keys in the grouped layout below, starting at a group boundary;
+     * every byte of the last group is read, so it must exist, but the slots
+     * past n_keys are ignored. dim % 32 == 0, dim <= INDEX_FP4_MAX_DIM,
+     * n_heads <= INDEX_FP4_MAX_HEADS. For key s, with bf16() = round to
+     * nearest even and every other step an fp32 operation:
+     *   ks_b   = e8m0(key_scale of s, block b) * 0.25f
+     *   dot_h  = 0; for b ascending: dot_h = fmaf((float)idot_hb, q_scale[h][b] * ks_b, dot_h)
+     *            (idot_hb: the exact integer dot of block b's codes, twice e2m1 each)
+     *   acc    = 0; for h ascending: acc += bf16(bf16(dot_h > 0 ? dot_h : +0) * w[h])
+     *   scores[s] = bf16(acc)
+     * Every ISA computes exactly this: the results are bitwise the same. */
     void (*index_scores_fp4)(float *scores, const int8_t *q_codes, const float *q_scale,
                              const float *w, const uint8_t *keys, const uint8_t *key_scale,
                              int n_keys, int n_heads, int dim);
@@ -74,6 +79,21 @@ typedef struct {
 
 #define INDEX_FP4_MAX_DIM 256
 #define INDEX_FP4_MAX_HEADS 128
+
+/* The indexer's FP4 key layout: keys in groups of INDEX_FP4_GROUP, so that a
+ * 64-byte vector holds 16 keys x 4 columns (one 32-bit lane per key). Group
+ * g of a cache of dim-wide keys:
+ *   keys      + g * INDEX_FP4_GROUP_BYTES(dim): for each 8 columns j = 0 .. dim/8-1, 64 bytes;
+ *             byte 64*j + 4*k + i (key k of the group, i < 4) holds column 8j+i of key k
+ *             in its low nibble and column 8j+4+i in its high nibble (e2m1 codes);
+ *   key_scale + g * INDEX_FP4_GROUP_SCALES(dim): byte 16*b + k = e8m0 scale of block b
+ *             (columns 32b .. 32b+31) of key k, in [1, 254].
+ * Key s is slot s % 16 of group s / 16; per key that is dim/2 + dim/32 bytes
+ * (68 for dim 128), and n keys need ceil(n / 16) whole groups.
+ * fmt_index_key_pack (formats.h) writes one key. */
+#define INDEX_FP4_GROUP 16
+#define INDEX_FP4_GROUP_BYTES(dim) ((size_t)(dim) * (INDEX_FP4_GROUP / 2))
+#define INDEX_FP4_GROUP_SCALES(dim) ((size_t)(dim) * INDEX_FP4_GROUP / 32)
 
 const dsv4_kernels *kernels_scalar(void);
 /* The best table this CPU supports, or the one named (NULL if unknown or unsupported). */

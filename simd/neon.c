@@ -271,122 +271,96 @@ static void attend_neon(float *out, const float *q, int dim, const float *const 
     }
 }
 
-/* ---- indexer scores over FP4 keys (integer dots, the kernels.h order) ----
+/* ---- indexer scores over FP4 keys (release numerics, kernels.h) ----
  *
- * The query is stored once per call with each block's 32 codes split into
- * its even and odd columns, matching a key block's low and high nibbles
- * looked up to codes: idot = even·lo + odd·hi, exactly. Four heads at a time
- * share one key block; pairwise adds put their four integer sums in one
- * vector for the float steps (fused multiply-add, as the contract says). */
+ * Keys in lanes, as the layout is made for: each 16-byte quarter of a
+ * 64-byte chunk is 4 keys x 4 columns, so a group of 16 keys is decoded
+ * once (nibbles looked up to signed codes) and each head's 4 query codes of
+ * a column quad, duplicated into all lanes, are dotted with it: sdot, or
+ * widening multiplies and pairwise adds without the dot-product extension.
+ * The integer dots are exact; every float step is the scalar reference's,
+ * lane by lane, so the scores are bitwise the same. */
 #define MAX_B (INDEX_FP4_MAX_DIM / 32)
+#define MAX_C (INDEX_FP4_MAX_DIM / 4)
 
-typedef struct {
-    int8_t q[INDEX_FP4_MAX_HEADS][MAX_B][32]; /* even columns, then odd */
-    float qs[MAX_B][INDEX_FP4_MAX_HEADS];     /* block scales, heads contiguous */
-    float w[INDEX_FP4_MAX_HEADS];
-} fp4_query;
+typedef int32x4_t (*dot4_fn)(int32x4_t acc, int8x16_t keys, int8x16_t q4);
 
-static void prepare_query(fp4_query *Q, const int8_t *q_codes, const float *q_scale, const float *w,
-                          int n_heads, int dim)
+static inline int32x4_t dot4_plain(int32x4_t acc, int8x16_t k, int8x16_t q4)
 {
-    int nb = dim / 32;
-    memset(Q, 0, sizeof *Q);
-    for (int h = 0; h < n_heads; h++) {
-        for (int b = 0; b < nb; b++) {
-            for (int i = 0; i < 16; i++) {
-                Q->q[h][b][i] = q_codes[(size_t)h * dim + 32 * b + 2 * i];
-                Q->q[h][b][16 + i] = q_codes[(size_t)h * dim + 32 * b + 2 * i + 1];
-            }
-            Q->qs[b][h] = q_scale[(size_t)h * nb + b];
-        }
-        Q->w[h] = w[h];
-    }
+    int16x8_t lo = vmull_s8(vget_low_s8(k), vget_low_s8(q4));
+    int16x8_t hi = vmull_high_s8(k, q4);
+    return vpadalq_s16(acc, vpaddq_s16(lo, hi));
 }
 
-/* 16 lanes h % 16 summed over head groups, then folded pairwise. */
-static inline float fold_lanes(const float32x4_t L[4])
+__attribute__((target("arch=armv8.2-a+dotprod"))) static inline int32x4_t dot4_sdot(int32x4_t acc, int8x16_t k,
+                                                                                    int8x16_t q4)
 {
-    float32x4_t a = vaddq_f32(L[0], L[2]), b = vaddq_f32(L[1], L[3]);
-    float32x4_t c = vaddq_f32(a, b);
-    float d0 = vgetq_lane_f32(c, 0) + vgetq_lane_f32(c, 2);
-    float d1 = vgetq_lane_f32(c, 1) + vgetq_lane_f32(c, 3);
-    return d0 + d1;
+    return vdotq_s32(acc, k, q4);
 }
 
-/* One block's integer dots of four heads against one key block (lo = even
- * columns' codes, hi = odd), as one vector of four sums. */
-typedef int32x4_t (*dot4_fn)(const fp4_query *Q, int h, int b, int8x16_t lo, int8x16_t hi);
-
-static inline int32x4_t dot1_plain(const int8_t *q, int8x16_t lo, int8x16_t hi)
+/* Round to nearest even at bit 16 (finite inputs), as fmt_f32_to_bf16. */
+static inline float32x4_t round_bf16_q(float32x4_t x)
 {
-    int16x8_t p0 = vmull_s8(vget_low_s8(lo), vld1_s8(q));
-    int16x8_t p1 = vmull_high_s8(lo, vld1q_s8(q));
-    int16x8_t p2 = vmull_s8(vget_low_s8(hi), vld1_s8(q + 16));
-    int16x8_t p3 = vmull_high_s8(hi, vld1q_s8(q + 16));
-    int32x4_t s = vpaddlq_s16(p0);
-    s = vpadalq_s16(s, p1);
-    s = vpadalq_s16(s, p2);
-    return vpadalq_s16(s, p3);
-}
-
-static int32x4_t dot4_plain(const fp4_query *Q, int h, int b, int8x16_t lo, int8x16_t hi)
-{
-    int32x4_t s0 = dot1_plain(Q->q[h][b], lo, hi), s1 = dot1_plain(Q->q[h + 1][b], lo, hi);
-    int32x4_t s2 = dot1_plain(Q->q[h + 2][b], lo, hi), s3 = dot1_plain(Q->q[h + 3][b], lo, hi);
-    return vpaddq_s32(vpaddq_s32(s0, s1), vpaddq_s32(s2, s3));
-}
-
-__attribute__((target("arch=armv8.2-a+dotprod"))) static inline int32x4_t dot1_sdot(const int8_t *q, int8x16_t lo,
-                                                                     int8x16_t hi)
-{
-    int32x4_t s = vdotq_s32(vdupq_n_s32(0), lo, vld1q_s8(q));
-    return vdotq_s32(s, hi, vld1q_s8(q + 16));
-}
-
-__attribute__((target("arch=armv8.2-a+dotprod"))) static int32x4_t dot4_sdot(const fp4_query *Q, int h, int b,
-                                                               int8x16_t lo, int8x16_t hi)
-{
-    int32x4_t s0 = dot1_sdot(Q->q[h][b], lo, hi), s1 = dot1_sdot(Q->q[h + 1][b], lo, hi);
-    int32x4_t s2 = dot1_sdot(Q->q[h + 2][b], lo, hi), s3 = dot1_sdot(Q->q[h + 3][b], lo, hi);
-    return vpaddq_s32(vpaddq_s32(s0, s1), vpaddq_s32(s2, s3));
+    uint32x4_t u = vreinterpretq_u32_f32(x);
+    uint32x4_t odd = vandq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(1));
+    u = vaddq_u32(vaddq_u32(u, vdupq_n_u32(0x7fff)), odd);
+    return vreinterpretq_f32_u32(vandq_u32(u, vdupq_n_u32(0xffff0000u)));
 }
 
 static inline __attribute__((always_inline)) void
 index_fp4(dot4_fn dot4, float *scores, const int8_t *q_codes, const float *q_scale, const float *w,
           const uint8_t *keys, const uint8_t *key_scale, int n_keys, int n_heads, int dim)
 {
-    static __thread fp4_query Q; /* 37 KiB: too much for a worker's stack, never allocated */
-    prepare_query(&Q, q_codes, q_scale, w, n_heads, dim);
-    int nb = dim / 32, G = (n_heads + 15) / 16;
     const int8x16_t lut = vld1q_s8(e2m1_x2);
     const float32x4_t zero = vdupq_n_f32(0.0f);
-    for (int s = 0; s < n_keys; s++) {
-        const uint8_t *kp = keys + (size_t)s * (dim / 2);
-        const uint8_t *ks = key_scale + (size_t)s * nb;
-        int8x16_t lo[MAX_B], hi[MAX_B];
-        float ksc[MAX_B];
-        for (int b = 0; b < nb; b++) {
-            uint8x16_t byte = vld1q_u8(kp + 16 * b);
-            lo[b] = vqtbl1q_s8(lut, vandq_u8(byte, vdupq_n_u8(15)));
-            hi[b] = vqtbl1q_s8(lut, vshrq_n_u8(byte, 4));
-            ksc[b] = fmt_e8m0_to_f32(ks[b]) * 0.25f;
-        }
-        float32x4_t L[4];
-        for (int g = 0; g < G; g++) {
-            for (int quad = 0; quad < 4; quad++) {
-                int h = 16 * g + 4 * quad;
-                float32x4_t facc = zero;
-                for (int b = 0; b < nb; b++) {
-                    float32x4_t d = vmulq_n_f32(vld1q_f32(&Q.qs[b][h]), ksc[b]);
-                    facc = vfmaq_f32(facc, vcvtq_f32_s32(dot4(&Q, h, b, lo[b], hi[b])), d);
+    int nb = dim / 32;
+    for (int s0 = 0; s0 < n_keys; s0 += INDEX_FP4_GROUP) {
+        const uint8_t *kg = keys + (size_t)(s0 / 16) * INDEX_FP4_GROUP_BYTES(dim);
+        const uint8_t *sg = key_scale + (size_t)(s0 / 16) * INDEX_FP4_GROUP_SCALES(dim);
+        int8x16_t kc[MAX_C][4]; /* columns 4c..4c+3 of keys 4v..4v+3 */
+        for (int j = 0; j < dim / 8; j++)
+            for (int v = 0; v < 4; v++) {
+                uint8x16_t byte = vld1q_u8(kg + 64 * j + 16 * v);
+                kc[2 * j][v] = vqtbl1q_s8(lut, vandq_u8(byte, vdupq_n_u8(15)));
+                kc[2 * j + 1][v] = vqtbl1q_s8(lut, vshrq_n_u8(byte, 4));
+            }
+        float32x4_t ks[MAX_B][4];
+        for (int b = 0; b < nb; b++)
+            for (int v = 0; v < 4; v++) {
+                uint32_t e4;
+                memcpy(&e4, sg + 16 * b + 4 * v, sizeof e4);
+                uint32x4_t e = vmovl_u16(vget_low_u16(vmovl_u8(vcreate_u8(e4))));
+                ks[b][v] = vmulq_n_f32(vreinterpretq_f32_u32(vshlq_n_u32(e, 23)), 0.25f);
+            }
+        float32x4_t acc[4] = {zero, zero, zero, zero};
+        for (int h = 0; h < n_heads; h++) {
+            const int8_t *qh = q_codes + (size_t)h * dim;
+            float32x4_t dot[4] = {zero, zero, zero, zero};
+            for (int b = 0; b < nb; b++) {
+                int32x4_t ia[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
+                for (int c = 8 * b; c < 8 * b + 8; c++) {
+                    int32_t qd;
+                    memcpy(&qd, qh + 4 * c, sizeof qd);
+                    int8x16_t q4 = vreinterpretq_s8_s32(vdupq_n_s32(qd));
+                    for (int v = 0; v < 4; v++)
+                        ia[v] = dot4(ia[v], kc[c][v], q4);
                 }
-                /* max(0, acc) with NaN -> +0, as the scalar (acc > 0 ? acc : 0) */
-                float32x4_t relu = vbslq_f32(vcgtq_f32(facc, zero), facc, zero);
-                float32x4_t v = vmulq_f32(vld1q_f32(&Q.w[h]), relu);
-                L[quad] = g == 0 ? v : vaddq_f32(L[quad], v);
+                float qs = q_scale[(size_t)h * nb + b];
+                for (int v = 0; v < 4; v++)
+                    dot[v] = vfmaq_f32(dot[v], vcvtq_f32_s32(ia[v]), vmulq_n_f32(ks[b][v], qs));
+            }
+            float32x4_t wh = vdupq_n_f32(w[h]);
+            for (int v = 0; v < 4; v++) {
+                /* dot > 0 ? dot : +0, as the scalar reference (a -0 dot gives +0) */
+                float32x4_t r = round_bf16_q(vbslq_f32(vcgtq_f32(dot[v], zero), dot[v], zero));
+                acc[v] = vaddq_f32(acc[v], round_bf16_q(vmulq_f32(r, wh)));
             }
         }
-        scores[s] = fold_lanes(L);
+        float out[16];
+        for (int v = 0; v < 4; v++)
+            vst1q_f32(out + 4 * v, round_bf16_q(acc[v]));
+        int left = n_keys - s0 < 16 ? n_keys - s0 : 16;
+        memcpy(scores + s0, out, (size_t)left * sizeof *out);
     }
 }
 

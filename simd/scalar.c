@@ -172,39 +172,38 @@ static void attend_scalar(float *out, const float *q, int dim, const float *cons
  * doubled they are integers and the dot products are exact. */
 static const int8_t e2m1_x2[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
-/* The order the kernels.h contract fixes: per head a fused multiply-add over
- * blocks, then 16 lanes (h % 16) summed over head groups, then folded. */
+/* Code of column col of key k in a group of the indexer's key layout (kernels.h). */
+static inline int index_key_code(const uint8_t *group, int k, int col)
+{
+    uint8_t byte = group[64 * (col / 8) + 4 * k + col % 4];
+    return e2m1_x2[col % 8 < 4 ? byte & 15 : byte >> 4];
+}
+
+/* The kernels.h contract, step by step. */
 static void index_scores_fp4_scalar(float *scores, const int8_t *q_codes, const float *q_scale,
                                     const float *w, const uint8_t *keys, const uint8_t *key_scale,
                                     int n_keys, int n_heads, int dim)
 {
     int nb = dim / 32;
     for (int s = 0; s < n_keys; s++) {
-        const uint8_t *kp = keys + (size_t)s * (dim / 2);
-        const uint8_t *ks = key_scale + (size_t)s * nb;
-        float lane[16] = {0};
+        const uint8_t *kg = keys + (size_t)(s / 16) * INDEX_FP4_GROUP_BYTES(dim);
+        const uint8_t *sg = key_scale + (size_t)(s / 16) * INDEX_FP4_GROUP_SCALES(dim);
+        int k = s % 16;
+        float acc = 0.0f;
         for (int h = 0; h < n_heads; h++) {
             const int8_t *qh = q_codes + (size_t)h * dim;
-            float acc = 0.0f;
+            float dot = 0.0f;
             for (int b = 0; b < nb; b++) {
                 int32_t idot = 0;
-                for (int i = 0; i < 32; i++) {
-                    uint8_t byte = kp[b * 16 + i / 2];
-                    idot += qh[b * 32 + i] * e2m1_x2[i & 1 ? byte >> 4 : byte & 15];
-                }
-                float d = q_scale[(size_t)h * nb + b] * (fmt_e8m0_to_f32(ks[b]) * 0.25f);
-                acc = fmaf((float)idot, d, acc);
+                for (int i = 32 * b; i < 32 * b + 32; i++)
+                    idot += qh[i] * index_key_code(kg, k, i);
+                float ks = fmt_e8m0_to_f32(sg[16 * b + k]) * 0.25f;
+                dot = fmaf((float)idot, q_scale[(size_t)h * nb + b] * ks, dot);
             }
-            float v = w[h] * (acc > 0.0f ? acc : 0.0f); /* NaN and -0 give +0 */
-            lane[h % 16] = h < 16 ? v : lane[h % 16] + v;
+            float r = fmt_round_bf16(dot > 0.0f ? dot : 0.0f);
+            acc += fmt_round_bf16(r * w[h]);
         }
-        if (n_heads % 16) /* padded heads add +0 */
-            for (int i = n_heads % 16; i < 16 && n_heads > 16; i++)
-                lane[i] += 0.0f;
-        for (int width = 8; width >= 1; width /= 2)
-            for (int i = 0; i < width; i++)
-                lane[i] += lane[i + width];
-        scores[s] = lane[0];
+        scores[s] = fmt_round_bf16(acc);
     }
 }
 

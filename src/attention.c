@@ -22,7 +22,8 @@
  *     Hadamard rotation (bf16) + FP4 simulation (block 32);
  *   - indexer query: RoPE (bf16), Hadamard (bf16), FP4 simulation (block 32);
  *     head weights bf16(bf16(weights_proj·x) * dim^-1/2 * n_heads^-1/2);
- *     scores in bf16 (indexer.c);
+ *     scores in bf16 (indexer.c), over the keys and q held as their FP4
+ *     codes and block scales (68 bytes a key), with exact integer dots;
  *   - attention probabilities rounded to bf16 before the PV product
  *     (attend's bf16_probs), the output rounded to bf16.
  *
@@ -60,7 +61,10 @@ struct attn_state {
     int ring;                    /* window + max_chunk: a whole chunk's keys fit beside the window of its first token */
     float *entries;              /* [max_entries][head_dim] compressed KV */
     int n_entries;
-    float *index_keys;           /* CSA: [max_entries][index_head_dim] */
+    float *index_keys;           /* CSA, plain: [max_entries][index_head_dim] */
+    uint8_t *index_fp4;          /* CSA, release: the keys as FP4 codes and e8m0 scales, */
+    uint8_t *index_fp4_scales;   /*   in groups of 16 (kernels.h layout, 68 bytes a key at dim 128) */
+    float *index_key;            /* CSA, release: [index_head_dim] one key before packing */
     int n_index_keys;
     compressor_state comp, index_comp;
 
@@ -73,6 +77,8 @@ struct attn_state {
     float *ca, *cg;              /* [chunk][c*head_dim] compressor projections */
     float *iq;                   /* [chunk][index_n_heads*index_head_dim] */
     float *iw;                   /* [chunk][index_n_heads] */
+    int8_t *iqc;                 /* release: [chunk][index_n_heads*index_head_dim] iq as FP4 codes (x2) */
+    float *iqs;                  /* release: [chunk][index_n_heads*index_head_dim/32] their block scales */
     float *ia, *ig;              /* [chunk][2*index_head_dim] */
     float *o;                    /* [chunk][n_heads*head_dim] */
     float *oa;                   /* [chunk][o_groups*o_lora] */
@@ -122,6 +128,13 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
         return dsv4_fail(err, "attention: rope_dim %d invalid for head_dim %d", c->rope_dim, c->head_dim);
     if (kind == DSV4_LAYER_CSA && (c->index_head_dim & (c->index_head_dim - 1)) != 0)
         return dsv4_fail(err, "attention: index_head_dim %d is not a power of two (Hadamard)", c->index_head_dim);
+    int release = e->opt.numerics == DSV4_NUMERICS_RELEASE;
+    if (kind == DSV4_LAYER_CSA && release &&
+        (c->index_head_dim % 32 != 0 || c->index_head_dim > INDEX_FP4_MAX_DIM ||
+         c->index_n_heads > INDEX_FP4_MAX_HEADS))
+        return dsv4_fail(err, "attention: the FP4 indexer needs index_head_dim a multiple of 32 up to %d and "
+                         "index_n_heads up to %d (have %d, %d)", INDEX_FP4_MAX_DIM, INDEX_FP4_MAX_HEADS,
+                         c->index_head_dim, c->index_n_heads);
 
     attn_state *st = calloc(1, sizeof *st);
     if (!st)
@@ -164,7 +177,16 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
     }
     if (kind == DSV4_LAYER_CSA) {
         size_t id = (size_t)c->index_head_dim;
-        st->index_keys = xcalloc(me * id, sizeof(float), &failed);
+        if (release) {
+            size_t groups = (me + INDEX_FP4_GROUP - 1) / INDEX_FP4_GROUP;
+            st->index_fp4 = xcalloc(groups, INDEX_FP4_GROUP_BYTES(id), &failed);
+            st->index_fp4_scales = xcalloc(groups, INDEX_FP4_GROUP_SCALES(id), &failed);
+            st->index_key = xcalloc(id, sizeof(float), &failed);
+            st->iqc = xcalloc(ch * c->index_n_heads * id, sizeof(int8_t), &failed);
+            st->iqs = xcalloc(ch * c->index_n_heads * id / 32, sizeof(float), &failed);
+        } else {
+            st->index_keys = xcalloc(me * id, sizeof(float), &failed);
+        }
         st->iq = xcalloc(ch * c->index_n_heads * id, sizeof(float), &failed);
         st->iw = xcalloc(ch * c->index_n_heads, sizeof(float), &failed);
         st->ia = xcalloc(ch * 2 * id, sizeof(float), &failed);
@@ -208,6 +230,11 @@ void attn_state_free(attn_state *st)
     free(st->window);
     free(st->entries);
     free(st->index_keys);
+    free(st->index_fp4);
+    free(st->index_fp4_scales);
+    free(st->index_key);
+    free(st->iqc);
+    free(st->iqs);
     if (st->comp.kv)
         compressor_state_free(&st->comp);
     if (st->index_comp.kv)
@@ -434,12 +461,15 @@ static void advance_state(const dsv4_engine *e, const dsv4_layer_weights *L, att
     if (st->kind == DSV4_LAYER_CSA) {
         const dsv4_indexer_weights *I = &L->indexer;
         int id = c->index_head_dim;
-        float *key = st->index_keys + (size_t)st->n_index_keys * id;
+        /* release: FP4-simulated by compressor_finish_entry, then stored as its codes */
+        float *key = st->index_fp4 ? st->index_key : st->index_keys + (size_t)st->n_index_keys * id;
         if (compressor_push(&st->index_comp, t, sc->ia + (size_t)i * 2 * id, sc->ig + (size_t)i * 2 * id,
                             I->compressor.ape, key)) {
             rope_cos_sin(st->cos_e, st->sin_e, inv_freq, rd / 2, t + 1 - st->ratio);
             compressor_finish_entry(key, id, I->compressor.norm, c->norm_eps, rd, st->cos_e, st->sin_e,
                                     release, 1);
+            if (st->index_fp4)
+                fmt_index_key_pack(st->index_fp4, st->index_fp4_scales, (size_t)st->n_index_keys, id, key);
             st->n_index_keys++;
         }
         prof_end(prof, DSV4_PROF_INDEXER, t0);
@@ -482,7 +512,16 @@ static void attend_row(const dsv4_engine *e, const dsv4_layer_weights *L, const 
         int id = c->index_head_dim, ih = c->index_n_heads;
         float *iq = sc->iq + (size_t)i * ih * id;
         indexer_prepare_query(iq, ih, id, rd, cos_t, sin_t, release);
-        indexer_scores(e->k, scores, iq, sc->iw + (size_t)i * ih, st->index_keys, n_keys, ih, id, release);
+        if (st->index_fp4) {
+            /* the FP4-simulated q as the codes and scales it is made of */
+            int8_t *qc = sc->iqc + (size_t)i * ih * id;
+            float *qs = sc->iqs + (size_t)i * ih * id / 32;
+            fmt_index_query_pack(qc, qs, iq, (size_t)ih * id);
+            indexer_scores_fp4(e->k, scores, qc, qs, sc->iw + (size_t)i * ih, st->index_fp4, st->index_fp4_scales,
+                               n_keys, ih, id);
+        } else {
+            indexer_scores(e->k, scores, iq, sc->iw + (size_t)i * ih, st->index_keys, n_keys, ih, id, 0);
+        }
         n_selected = indexer_select(selected, scores, n_keys, c->index_topk, topk_scratch);
         prof_end(prof, DSV4_PROF_INDEXER, t0);
     }

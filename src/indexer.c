@@ -63,6 +63,22 @@ void indexer_scores(const dsv4_kernels *k, float *scores, const float *q, const 
     }
 }
 
+void indexer_scores_fp4(const dsv4_kernels *k, float *scores, const int8_t *q_codes, const float *q_scales,
+                        const float *w, const uint8_t *keys, const uint8_t *key_scales, int n_keys, int n_heads,
+                        int dim)
+{
+    /* KEY_BLOCK is a whole number of key groups, so every block starts at one */
+    _Static_assert(KEY_BLOCK % INDEX_FP4_GROUP == 0, "key blocks must hold whole FP4 key groups");
+    int blocks = (n_keys + KEY_BLOCK - 1) / KEY_BLOCK;
+#pragma omp parallel for schedule(static) if (blocks > 1)
+    for (int b = 0; b < blocks; b++) {
+        int s0 = b * KEY_BLOCK, cnt = n_keys - s0 < KEY_BLOCK ? n_keys - s0 : KEY_BLOCK;
+        size_t g0 = (size_t)s0 / INDEX_FP4_GROUP;
+        k->index_scores_fp4(scores + s0, q_codes, q_scales, w, keys + g0 * INDEX_FP4_GROUP_BYTES(dim),
+                            key_scales + g0 * INDEX_FP4_GROUP_SCALES(dim), cnt, n_heads, dim);
+    }
+}
+
 int indexer_select(int *sel, const float *scores, int n_keys, int topk, int *scratch)
 {
     int k = topk < n_keys ? topk : n_keys;

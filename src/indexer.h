@@ -26,6 +26,19 @@ void indexer_scale_weights(float *w, int n_heads, int dim, int release);
 void indexer_scores(const dsv4_kernels *k, float *scores, const float *q, const float *w,
                     const float *keys, int n_keys, int n_heads, int dim, int release);
 
+/* Release numerics over real FP4 keys: the same scores as indexer_scores
+ * with release = 1 up to the summation order of each dot (here exact
+ * integer dots per 32-block, fused-multiply-added in block order; see
+ * kernels.h index_scores_fp4), with the operands as the reference's FP4
+ * einsum holds them. q_codes [n_heads][dim], q_scales [n_heads][dim/32]:
+ * the query after indexer_prepare_query, packed by fmt_index_query_pack;
+ * keys, key_scales: n_keys keys in the grouped layout of kernels.h
+ * (fmt_index_key_pack). Split over the OpenMP team by keys, like
+ * indexer_scores: each key's score is computed whole by one thread. */
+void indexer_scores_fp4(const dsv4_kernels *k, float *scores, const int8_t *q_codes, const float *q_scales,
+                        const float *w, const uint8_t *keys, const uint8_t *key_scales, int n_keys, int n_heads,
+                        int dim);
+
 /* The min(topk, n_keys) best entries, ties to the lower index, ascending
  * index order; returns how many. scratch holds n_keys ints. */
 int indexer_select(int *sel, const float *scores, int n_keys, int topk, int *scratch);

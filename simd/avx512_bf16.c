@@ -55,7 +55,8 @@ void matmul_fp4_avx512bf16(float *Y, size_t ldy, const uint8_t *W, const uint8_t
 #define GROUP 128     /* columns per scale context (FP8 block; 4 FP4 blocks) */
 #define CHUNK 512     /* columns decoded at a time on the many-token path */
 #define RB 4          /* rows per register tile / in-register block */
-#define RBD 16        /* rows decoded per chunk on the many-token path */
+#define RBD 64        /* rows decoded per chunk on the many-token path: the activations'
+                         bf16 conversion per chunk is shared by this many rows */
 #define TB 6          /* tokens per register tile */
 #define TG 48         /* tokens whose accumulators live across chunks */
 #define GEMM_MIN_N 4  /* below this, decode in registers */
@@ -393,7 +394,7 @@ static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, siz
         int nrd = r1 - rb < RBD ? r1 - rb : RBD;
         for (int g0 = 0; g0 < n; g0 += TG) {
             int ng = n - g0 < TG ? n - g0 : TG;
-            for (int i = 0; i < RBD * TG; i++)
+            for (int i = 0; i < nrd * TG; i++)
                 acc[i] = _mm512_setzero_ps();
             for (int k0 = 0; k0 < q->cols; k0 += CHUNK) {
                 int len = q->cols - k0 < CHUNK ? q->cols - k0 : CHUNK;

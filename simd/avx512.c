@@ -123,10 +123,22 @@ static inline __m512 bf16x16(const uint16_t *p, __mmask16 m)
     return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
 }
 
-/* Columns [k0, k0 + len) of row r into buf, zero-padded to a multiple of 16. */
+/* Bytes of 32 columns of one row. */
+static inline int row_bytes32(int fmt)
+{
+    return fmt == W_FP4 ? 16 : fmt == W_FP8 ? 32 : fmt == W_BF16 ? 64 : 128;
+}
+
+/* Columns [k0, k0 + len) of row r into buf, zero-padded to a multiple of 16;
+ * the row's next chunk is prefetched (rows are decoded a chunk at a time,
+ * side by side, the pattern the hardware prefetchers follow badly). */
 static void decode_chunk(const wsrc *s, int r, int k0, int len, float *buf)
 {
     int cols = s->cols, k = 0;
+    size_t row_bytes = (size_t)cols * row_bytes32(s->fmt) / 32, chunk_bytes = (size_t)CHUNK * row_bytes32(s->fmt) / 32;
+    size_t b0 = (size_t)k0 * row_bytes32(s->fmt) / 32 + chunk_bytes;
+    for (size_t b = b0; b < b0 + chunk_bytes && b < row_bytes; b += 64)
+        _mm_prefetch((const char *)s->W + (size_t)r * row_bytes + b, _MM_HINT_T0);
     switch (s->fmt) {
     case W_F32: {
         const float *w = (const float *)s->W + (size_t)r * cols + k0;
@@ -264,6 +276,7 @@ static void matmul_gemm(float *Y, size_t ldy, const wsrc *s, const float *X, siz
 {
     float buf[RG * CHUNK] __attribute__((aligned(64)));
     __m512 acc[(RG / RB) * TILES_PER_GROUP * RB * TB];
+    size_t row_bytes = (size_t)s->cols * row_bytes32(s->fmt) / 32;
     for (int rg = r0; rg < r1; rg += RG) {
         int nrg = r1 - rg < RG ? r1 - rg : RG;
         for (int g0 = 0; g0 < n; g0 += TG) {
@@ -272,6 +285,10 @@ static void matmul_gemm(float *Y, size_t ldy, const wsrc *s, const float *X, siz
                 acc[i] = _mm512_setzero_ps();
             for (int k0 = 0; k0 < s->cols; k0 += CHUNK) {
                 int len = s->cols - k0 < CHUNK ? s->cols - k0 : CHUNK;
+                if (g0 == 0 && rg + RG < r1) /* the next row group, over this group's chunks */
+                    prefetch_share((const char *)s->W + (size_t)(rg + RG) * row_bytes,
+                                   (size_t)(r1 - rg - RG < RG ? r1 - rg - RG : RG) * row_bytes, k0 / CHUNK,
+                                   (s->cols + CHUNK - 1) / CHUNK);
                 for (int i = 0; i < nrg; i++)
                     decode_chunk(s, rg + i, k0, len, buf + i * CHUNK);
                 const float *xs = X + (size_t)g0 * ldx + k0;
@@ -297,12 +314,6 @@ static void matmul_gemm(float *Y, size_t ldy, const wsrc *s, const float *X, siz
 }
 
 /* ---- few tokens: decode in registers, RB rows at a time ---- */
-
-/* Bytes of 32 columns of one row. */
-static inline int row_bytes32(int fmt)
-{
-    return fmt == W_FP4 ? 16 : fmt == W_FP8 ? 32 : fmt == W_BF16 ? 64 : 128;
-}
 
 /* wscale: the row's scale of this block, as a float (FP4, FP8). */
 static inline __attribute__((always_inline)) void decode32(const wsrc *s, int r, int k, __m512 lut,
@@ -350,7 +361,7 @@ static inline void fp4_scales16(const wsrc *s, int r, int b, float *out)
 
 static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, float *Y, size_t ldy,
                                                                 const wsrc *s, const float *X,
-                                                                size_t ldx, int rb)
+                                                                size_t ldx, int rb, int r1)
 {
     const __m512 lut = _mm512_loadu_ps(e2m1_lut);
     __m512 acc[MV_RB][GEMM_MIN_N - 1];
@@ -361,9 +372,9 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
             acc[i][t] = _mm512_setzero_ps();
     int cols = s->cols, k = 0;
     size_t row_bytes = (size_t)cols * row_bytes32(s->fmt) / 32, step_bytes = (size_t)nr * row_bytes32(s->fmt);
-    int next_row = rb + nr < s->rows ? rb + nr : s->rows;
+    int next_row = rb + nr < r1 ? rb + nr : r1; /* prefetch within the caller's rows only */
     const char *next = (const char *)s->W + (size_t)next_row * row_bytes;
-    size_t left = (size_t)(s->rows - next_row) * row_bytes;
+    size_t left = (size_t)(r1 - next_row) * row_bytes;
     float wscale[MV_RB][16] __attribute__((aligned(64))); /* FP4: 16 blocks; FP8: [0] */
     #pragma GCC unroll 8
     for (int i = 0; i < nr; i++)
@@ -392,7 +403,7 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
         prefetch_next_block(next, (size_t)(k / 32) * step_bytes, step_bytes, left);
         if (s->fmt == W_FP4 && k == 0) /* and the next block's scales, a short stream of their own */
             prefetch_next_block((const char *)s->scale + (size_t)next_row * (cols / 32), 0,
-                                (size_t)nr * (cols / 32), (size_t)(s->rows - next_row) * (cols / 32));
+                                (size_t)nr * (cols / 32), (size_t)(r1 - next_row) * (cols / 32));
         #pragma GCC unroll 8
         for (int i = 0; i < nr; i++) {
             __m512 lo, hi;
@@ -430,7 +441,7 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
     case (NR) * 4 + (NT):                                                                          \
         for (; rb + (NR) <= r1; rb += (NR))                                                        \
             matvec_block(NR, NT, Y, ldy, &(wsrc){FMT, s->W, s->scale, s->rows, s->cols}, X, ldx,  \
-                         rb);                                                                      \
+                         rb, r1);                                                                  \
         break;
 
 /* One instantiation per format so the decoder's switch folds away. */

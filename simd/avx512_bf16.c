@@ -242,7 +242,7 @@ static inline __attribute__((always_inline)) void prep_step(int fp4, const float
 
 static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, float *Y, size_t ldy,
                                                                 const qmat *q, const float *X,
-                                                                size_t ldx, int rb)
+                                                                size_t ldx, int rb, int r1)
 {
     __m512 acc[MV_RB][GEMM_MIN_N - 1];
     #pragma GCC unroll 8
@@ -252,14 +252,14 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
             acc[i][t] = _mm512_setzero_ps();
     int cols = q->cols;
     size_t row_bytes = q->fp4 ? (size_t)cols / 2 : (size_t)cols, step_bytes = (size_t)nr * (q->fp4 ? STEP / 2 : STEP);
-    int next_row = rb + nr < q->rows ? rb + nr : q->rows;
-    size_t left = (size_t)(q->rows - next_row) * row_bytes;
+    int next_row = rb + nr < r1 ? rb + nr : r1; /* prefetch within the caller's rows only */
+    size_t left = (size_t)(r1 - next_row) * row_bytes;
     const char *next = (const char *)q->W + (size_t)next_row * row_bytes;
     for (int g = 0; g * GROUP < cols; g++) {
         gctx c[MV_RB];
         if (q->fp4 && g == 0) /* the next block's scales, a short stream of their own */
             prefetch_next_block((const char *)q->scale + (size_t)next_row * (cols / 32), 0, (size_t)nr * (cols / 32),
-                                (size_t)(q->rows - next_row) * (cols / 32));
+                                (size_t)(r1 - next_row) * (cols / 32));
         #pragma GCC unroll 8
         for (int i = 0; i < nr; i++) /* FP8 rows of one 128-row block share their scale */
             c[i] = i > 0 && !q->fp4 && (rb + i) / 128 == (rb + i - 1) / 128 ? c[i - 1] : group_ctx(q, rb + i, g);
@@ -293,7 +293,7 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
     case (NR) * 4 + (NT):                                                                          \
         for (; rb + (NR) <= r1; rb += (NR))                                                        \
             matvec_block(NR, NT, Y, ldy, &(qmat){FP4, q->W, q->scale, q->rows, q->cols}, X, ldx,  \
-                         rb);                                                                      \
+                         rb, r1);                                                                  \
         break;
 
 /* One instantiation per format so the decoder's branch folds away. */
@@ -370,6 +370,12 @@ static void tile_dispatch(int nr, int nt, const __m512i *wb, const __m512i *xb, 
 static void decode_chunk(const qmat *q, int r, int k0, __m512i *out /* [CSTEPS][2] */)
 {
     int end = k0 + CHUNK < q->cols ? k0 + CHUNK : q->cols;
+    /* this row's next chunk: rows are decoded a chunk at a time, side by
+     * side, the pattern the hardware prefetchers follow badly */
+    size_t row_bytes = q->fp4 ? (size_t)q->cols / 2 : (size_t)q->cols, chunk_bytes = q->fp4 ? CHUNK / 2 : CHUNK;
+    size_t next = (q->fp4 ? (size_t)k0 / 2 : (size_t)k0) + chunk_bytes;
+    for (size_t b = next; b < next + chunk_bytes && b < row_bytes; b += 64)
+        _mm_prefetch((const char *)q->W + (size_t)r * row_bytes + b, _MM_HINT_T0);
     for (int g = k0 / GROUP; g * GROUP < end; g++) {
         gctx c = group_ctx(q, r, g);
         for (int j = 0; j < 2 && g * GROUP + j * STEP < end; j++) {
@@ -390,6 +396,7 @@ static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, siz
 {
     __m512i wb[RBD * CSTEPS * 2], xb[TG * CSTEPS * 2];
     __m512 acc[RBD * TG];
+    size_t row_bytes = q->fp4 ? (size_t)q->cols / 2 : (size_t)q->cols;
     for (int rb = r0; rb < r1; rb += RBD) {
         int nrd = r1 - rb < RBD ? r1 - rb : RBD;
         for (int g0 = 0; g0 < n; g0 += TG) {
@@ -399,6 +406,10 @@ static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, siz
             for (int k0 = 0; k0 < q->cols; k0 += CHUNK) {
                 int len = q->cols - k0 < CHUNK ? q->cols - k0 : CHUNK;
                 int steps = (len + STEP - 1) / STEP;
+                if (g0 == 0 && rb + RBD < r1) /* the next row block, over this block's chunks */
+                    prefetch_share((const char *)q->W + (size_t)(rb + RBD) * row_bytes,
+                                   (size_t)(r1 - rb - RBD < RBD ? r1 - rb - RBD : RBD) * row_bytes, k0 / CHUNK,
+                                   (q->cols + CHUNK - 1) / CHUNK);
                 for (int i = 0; i < nrd; i++)
                     decode_chunk(q, rb + i, k0, wb + i * CSTEPS * 2);
                 for (int t = 0; t < ng; t++)

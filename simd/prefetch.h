@@ -12,14 +12,25 @@
 #include <stddef.h>
 
 /* next: the next block's first byte; done: bytes of it prefetched so far;
- * left: bytes from next to the end of the matrix (nothing past it). Sizes,
+ * left: bytes from next to the end of the caller's rows (nothing past them:
+ * the rows after belong to another work item, maybe another thread). Sizes,
  * not an end pointer: GCC 12 dropped the prefetches when bounded by a
  * pointer comparison. */
 static inline void prefetch_next_block(const char *next, size_t done, size_t step_bytes, size_t left)
 {
     for (size_t j = 0; j < step_bytes; j += 64)
         if (done + j < left)
-            _mm_prefetch(next + done + j, _MM_HINT_T0);
+            _mm_prefetch(next + done + j, _MM_HINT_T1);
+}
+
+/* Part `part` of `parts` equal shares of the `bytes` at next, in address
+ * order: the many-token paths spread the next row block's prefetch over the
+ * chunks of the current one. */
+static inline void prefetch_share(const char *next, size_t bytes, int part, int parts)
+{
+    size_t lo = bytes * (size_t)part / (size_t)parts, hi = bytes * (size_t)(part + 1) / (size_t)parts;
+    for (size_t j = lo & ~(size_t)63; j < hi; j += 64)
+        _mm_prefetch(next + j, _MM_HINT_T0);
 }
 
 #endif

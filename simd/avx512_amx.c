@@ -9,17 +9,17 @@
  *
  * Layout. tdpbf16ps C[m][n] += sum_k A[m][k] B[k/2][2n + k%2] over 32 k:
  *   - A: 16 weight rows x 32 bf16, decoded with the block scale folded in
- *     exactly as avx512_bf16.c decodes (the decoders below are copied from
- *     it): e2m1 by vpermw table + saturating exponent subtract, e4m3 by bit
- *     placement (e4m3 NaN codes, absent from release files, become a bf16
- *     NaN so the row comes out NaN as in the fp32 path). Rows whose scales
- *     fall outside that range are recomputed by the fp32 kernel, so each
- *     row's result still depends on that row only.
+ *     by the decoders avx512_bf16.c uses (bf16_decode.h: e2m1 by vpermw
+ *     table + saturating exponent subtract, e4m3 by a vpermi2b table; NaN
+ *     codes stay NaN). Rows whose scales fall outside that range are
+ *     recomputed by the fp32 kernel, so each row's result still depends on
+ *     that row only.
  *   - B: activations as bf16 pairs, one column per token (up to 16).
  *   - C: 16 rows x 16 tokens of fp32.
  * The columns are taken 64 at a time (a "step"; the last one zero-padded);
- * a step is two k-tiles of 32: FP8 columns 0-31 then 32-63, FP4 the even
- * columns then the odd ones (pairs (4i, 4i+2) and (4i+1, 4i+3)).
+ * a step is two k-tiles of 32, the two vectors the step decoder yields, in
+ * its column order (avx512_bf16.c's header); the activations are prepared
+ * in the same order (prep_step).
  *
  * Order of the sum, for each (token, row): C starts at +0 and takes one
  * tdpbf16ps per k-tile, k-tiles in ascending order (2 per step, every step
@@ -41,7 +41,7 @@
  * DSV4_AMX_EMULATE replaces the tile instructions by a C model of them
  * (thread-local tiles, products summed in the SDM's pseudo-code order), so
  * the layout logic can be tested on a CPU without AMX. */
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vbmi,amx-tile,amx-bf16")
 
 #include <immintrin.h>
 #include <string.h>
@@ -51,6 +51,7 @@
 #include <unistd.h>
 #endif
 
+#include "bf16_decode.h"
 #include "kernels.h"
 
 const dsv4_kernels *kernels_avx512(void);
@@ -59,9 +60,6 @@ void matmul_fp8_amx(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale
                     int n, int rows, int cols, int r0, int r1);
 void matmul_fp4_amx(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X, size_t ldx,
                     int n, int rows, int cols, int r0, int r1);
-
-#define STEP 64  /* columns per step = 2 k-tiles */
-#define GROUP 128 /* columns per scale context (FP8 block; 4 FP4 blocks) */
 
 /* Many-token path: rows x tokens x columns per pass over the scratch. */
 #ifndef AMX_RG
@@ -83,16 +81,6 @@ void matmul_fp4_amx(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale
 #define SKT (SKC / 32)
 #define XSEG 8192
 #define SMALL_N 2
-
-#define FP4_S_MIN 2
-#define FP8_S_MIN 10
-#define S_MAX 191
-
-typedef struct {
-    int fp4;
-    const uint8_t *W, *scale;
-    int rows, cols;
-} qmat;
 
 /* ---- tile instructions ---- */
 
@@ -188,7 +176,7 @@ int kernels_amx_usable(void)
     int ok = 0;
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512bf16")) {
+        __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vbmi")) {
 #ifdef DSV4_AMX_EMULATE
         ok = 1;
 #elif defined(__linux__)
@@ -202,114 +190,17 @@ int kernels_amx_usable(void)
     return ok;
 }
 
-/* ---- decoding (copied from avx512_bf16.c) ---- */
-
-static inline __mmask16 m16(int left)
-{
-    return left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
-}
-
-static inline __mmask32 m32(int left)
-{
-    return left >= 32 ? (__mmask32)0xffffffffu : left <= 0 ? (__mmask32)0 : (__mmask32)((1u << left) - 1);
-}
-
-#define E2M1_BF16 0, 0x5f00, 0x5f80, 0x5fc0, 0x6000, 0x6040, 0x6080, 0x60c0, \
-                  0, 0xdf00, 0xdf80, 0xdfc0, 0xe000, 0xe040, 0xe080, 0xe0c0
-static const uint16_t e2m1_lut[32] __attribute__((aligned(64))) = {E2M1_BF16, E2M1_BF16};
-static const uint16_t e4m3_sub_lut[32] __attribute__((aligned(64))) = {
-    0, 0x5b00, 0x5b80, 0x5bc0, 0x5c00, 0x5c20, 0x5c40, 0x5c60};
-static const uint16_t idx_even[32] __attribute__((aligned(64))) = {
-    0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30,
-    32, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62};
-static const uint16_t idx_odd[32] __attribute__((aligned(64))) = {
-    1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31,
-    33, 35, 37, 39, 41, 43, 45, 47, 49, 51, 53, 55, 57, 59, 61, 63};
-static const uint16_t idx_step_scale[2][32] __attribute__((aligned(64))) = {
-    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1},
-    {2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3}};
-
-typedef struct {
-    __m512i a, b;
-} gctx;
-
-static inline gctx group_ctx(const qmat *q, int r, int g)
-{
-    gctx c;
-    if (q->fp4) {
-        int nb = q->cols / 32, b0 = g * (GROUP / 32);
-        int cnt = nb - b0 < 4 ? nb - b0 : 4;
-        __m128i s = _mm_maskz_loadu_epi8((__mmask16)((1u << cnt) - 1), q->scale + (size_t)r * nb + b0);
-        __m512i w = _mm512_cvtepu8_epi16(_mm256_castsi128_si256(s));
-        c.a = _mm512_slli_epi16(_mm512_sub_epi16(_mm512_set1_epi16(S_MAX), w), 7);
-        c.b = c.a;
-    } else {
-        int nb = (q->cols + 127) / 128;
-        unsigned s = q->scale[(size_t)(r / 128) * nb + g];
-        c.a = _mm512_set1_epi16((short)(uint16_t)((s - 7u) << 7));
-        c.b = _mm512_subs_epu16(_mm512_load_si512(e4m3_sub_lut), _mm512_set1_epi16((short)(uint16_t)((S_MAX - s) << 7)));
-    }
-    return c;
-}
-
-#ifndef PREFETCH
-#define PREFETCH 512
-#endif
-
-static inline __m512i fp8x32(__m256i raw, const gctx *c)
-{
-    __m512i b = _mm512_cvtepu8_epi16(raw);
-    __m512i m = _mm512_add_epi16(_mm512_and_si512(_mm512_slli_epi16(b, 4), _mm512_set1_epi16(0x7f0)), c->a);
-    __mmask32 sub = _mm512_testn_epi16_mask(b, _mm512_set1_epi16(0x78));
-    m = _mm512_mask_permutexvar_epi16(m, sub, b, c->b);
-    /* NaN codes (0x7f, 0xff; absent from release files) decode to a bf16 NaN, so the row comes out NaN */
-    __mmask32 nan = _mm512_cmpeq_epi16_mask(_mm512_and_si512(b, _mm512_set1_epi16(0x7f)), _mm512_set1_epi16(0x7f));
-    m = _mm512_mask_mov_epi16(m, nan, _mm512_set1_epi16(0x7fc0));
-    return _mm512_ternarylogic_epi32(m, _mm512_slli_epi16(b, 8), _mm512_set1_epi16((short)0x8000), 0xf8);
-}
-
-static inline __attribute__((always_inline)) void decode_step(const qmat *q, int r, int k, int len,
-                                                               const gctx *c, int j, __m512i *w0,
-                                                               __m512i *w1)
-{
-    if (q->fp4) {
-        const uint8_t *p = q->W + (size_t)r * (q->cols / 2) + k / 2;
-        _mm_prefetch((const char *)p + PREFETCH, _MM_HINT_T0);
-        __m256i raw = len >= STEP ? _mm256_loadu_si256((const __m256i *)p) : _mm256_maskz_loadu_epi8(m32(len / 2), p);
-        __m512i b = _mm512_cvtepu8_epi16(raw);
-        const __m512i lut = _mm512_load_si512(e2m1_lut);
-        __m512i d = _mm512_permutexvar_epi16(_mm512_load_si512(idx_step_scale[j]), c->a);
-        *w0 = _mm512_subs_epu16(_mm512_permutexvar_epi16(b, lut), d);
-        *w1 = _mm512_subs_epu16(_mm512_permutexvar_epi16(_mm512_srli_epi16(b, 4), lut), d);
-    } else {
-        const uint8_t *p = q->W + (size_t)r * q->cols + k;
-        _mm_prefetch((const char *)p + PREFETCH, _MM_HINT_T0);
-        *w0 = fp8x32(len >= 32 ? _mm256_loadu_si256((const __m256i *)p) : _mm256_maskz_loadu_epi8(m32(len), p), c);
-        *w1 = fp8x32(len >= STEP ? _mm256_loadu_si256((const __m256i *)(p + 32))
-                                 : _mm256_maskz_loadu_epi8(m32(len - 32), p + 32), c);
-    }
-}
-
-static inline __attribute__((always_inline)) void prep_step(int fp4, const float *x, int len, __m512i *x0,
-                                                             __m512i *x1)
-{
-    __m512 f0 = _mm512_maskz_loadu_ps(m16(len), x), f1 = _mm512_maskz_loadu_ps(m16(len - 16), x + 16);
-    __m512 f2 = _mm512_maskz_loadu_ps(m16(len - 32), x + 32), f3 = _mm512_maskz_loadu_ps(m16(len - 48), x + 48);
-    __m512i a = (__m512i)_mm512_cvtne2ps_pbh(f1, f0), b = (__m512i)_mm512_cvtne2ps_pbh(f3, f2);
-    if (fp4) {
-        *x0 = _mm512_permutex2var_epi16(a, _mm512_load_si512(idx_even), b);
-        *x1 = _mm512_permutex2var_epi16(a, _mm512_load_si512(idx_odd), b);
-    } else {
-        *x0 = a;
-        *x1 = b;
-    }
-}
-
 /* Row r's steps [s0, s0 + ns) as bf16 k-tiles: k-tile i of the run at
  * dst + i * tstride (uint16 units), 32 values each. */
 static inline __attribute__((always_inline)) void decode_row(const qmat *q, int r, int s0, int ns,
                                                               uint16_t *dst, size_t tstride)
 {
+    /* the same row's next run of steps: rows are decoded a run at a time,
+     * side by side, the pattern the hardware prefetchers follow badly */
+    size_t row_bytes = q->fp4 ? (size_t)q->cols / 2 : (size_t)q->cols, step_bytes = q->fp4 ? STEP / 2 : STEP;
+    size_t next = (size_t)(s0 + ns) * step_bytes;
+    for (size_t b = next; b < next + (size_t)ns * step_bytes && b < row_bytes; b += 64)
+        _mm_prefetch((const char *)q->W + (size_t)r * row_bytes + b, _MM_HINT_T0);
     gctx c = group_ctx(q, r, s0 * STEP / GROUP);
     for (int i = 0; i < ns; i++) {
         int k = (s0 + i) * STEP, j = (k % GROUP) / STEP;
@@ -588,28 +479,6 @@ static __attribute__((noinline)) void matmul_many(const qmat *q, float *Y, size_
                 }
         }
     }
-}
-
-/* ---- rows outside the bf16 scale range ---- */
-
-static int scales_in_range(const uint8_t *s, int count, int lo)
-{
-    for (int i = 0; i < count; i += 64) {
-        __mmask64 m = count - i >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (count - i)) - 1);
-        __m512i v = _mm512_maskz_loadu_epi8(m, s + i);
-        if (_mm512_mask_cmplt_epu8_mask(m, v, _mm512_set1_epi8((char)lo)) |
-            _mm512_mask_cmpgt_epu8_mask(m, v, _mm512_set1_epi8((char)S_MAX)))
-            return 0;
-    }
-    return 1;
-}
-
-static int row_in_range(const qmat *q, int r)
-{
-    if (q->fp4)
-        return scales_in_range(q->scale + (size_t)r * (q->cols / 32), q->cols / 32, FP4_S_MIN);
-    int nb = (q->cols + 127) / 128;
-    return scales_in_range(q->scale + (size_t)(r / 128) * nb, nb, FP8_S_MIN);
 }
 
 static void matmul_q(const qmat *q, float *Y, size_t ldy, const float *X, size_t ldx, int n, int r0, int r1)

@@ -1,0 +1,201 @@
+/* The release-numerics bf16 decoders shared by avx512_bf16.c (vdpbf16ps)
+ * and avx512_amx.c (AMX tiles): FP8 (e4m3, 128x128 e8m0 blocks) and FP4
+ * (e2m1, e8m0 per 32) weights to bf16 with the block scale folded in, a
+ * "step" of 64 columns at a time as two vectors of 32, and the activations
+ * of a step to bf16 in the same column order. Why the values are exact, the
+ * tricks and the order: avx512_bf16.c's header. Include after a
+ * `#pragma GCC target` that enables AVX-512 F/BW/VL/DQ, BF16 and VBMI. */
+#ifndef DSV4_SIMD_BF16_DECODE_H
+#define DSV4_SIMD_BF16_DECODE_H
+
+#include <immintrin.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STEP 64   /* columns per step */
+#define GROUP 128 /* columns per scale context (FP8 block; 4 FP4 blocks) */
+
+#define FP4_S_MIN 2
+#define FP8_S_MIN 10
+#define S_MAX 191
+
+typedef struct {
+    int fp4;
+    const uint8_t *W, *scale;
+    int rows, cols;
+} qmat;
+
+static inline __mmask16 m16(int left)
+{
+    return left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+}
+
+static inline __mmask32 m32(int left)
+{
+    return left >= 32 ? (__mmask32)0xffffffffu : left <= 0 ? (__mmask32)0 : (__mmask32)((1u << left) - 1);
+}
+
+static inline __mmask64 m64(int left)
+{
+    return left >= 64 ? ~(__mmask64)0 : left <= 0 ? (__mmask64)0 : (((__mmask64)1 << left) - 1);
+}
+
+/* ---- tables ---- */
+
+/* e2m1 magnitude x 2^64 as bf16, sign in bit 15, -0 as +0; twice, so vpermw
+ * may index with the low 5 bits of a byte (bit 4 belongs to the high nibble). */
+#define E2M1_BF16 0, 0x5f00, 0x5f80, 0x5fc0, 0x6000, 0x6040, 0x6080, 0x60c0, \
+                  0, 0xdf00, 0xdf80, 0xdfc0, 0xe000, 0xe040, 0xe080, 0xe0c0
+static const uint16_t e2m1_lut[32] __attribute__((aligned(64))) = {E2M1_BF16, E2M1_BF16};
+
+/* Every e4m3 magnitude code c (0..127) x 2^64 as bf16: subnormals (c < 8)
+ * are m/8 * 2^-6, normals ((c << 4) + 0x5c00) place exponent and mantissa;
+ * 0x7f is NaN. The 2^64 keeps every entry normal before the scale. */
+static const uint16_t e4m3_bf16_lut[128] __attribute__((aligned(64))) = {
+    0x0000, 0x5b00, 0x5b80, 0x5bc0, 0x5c00, 0x5c20, 0x5c40, 0x5c60,
+    0x5c80, 0x5c90, 0x5ca0, 0x5cb0, 0x5cc0, 0x5cd0, 0x5ce0, 0x5cf0,
+    0x5d00, 0x5d10, 0x5d20, 0x5d30, 0x5d40, 0x5d50, 0x5d60, 0x5d70,
+    0x5d80, 0x5d90, 0x5da0, 0x5db0, 0x5dc0, 0x5dd0, 0x5de0, 0x5df0,
+    0x5e00, 0x5e10, 0x5e20, 0x5e30, 0x5e40, 0x5e50, 0x5e60, 0x5e70,
+    0x5e80, 0x5e90, 0x5ea0, 0x5eb0, 0x5ec0, 0x5ed0, 0x5ee0, 0x5ef0,
+    0x5f00, 0x5f10, 0x5f20, 0x5f30, 0x5f40, 0x5f50, 0x5f60, 0x5f70,
+    0x5f80, 0x5f90, 0x5fa0, 0x5fb0, 0x5fc0, 0x5fd0, 0x5fe0, 0x5ff0,
+    0x6000, 0x6010, 0x6020, 0x6030, 0x6040, 0x6050, 0x6060, 0x6070,
+    0x6080, 0x6090, 0x60a0, 0x60b0, 0x60c0, 0x60d0, 0x60e0, 0x60f0,
+    0x6100, 0x6110, 0x6120, 0x6130, 0x6140, 0x6150, 0x6160, 0x6170,
+    0x6180, 0x6190, 0x61a0, 0x61b0, 0x61c0, 0x61d0, 0x61e0, 0x61f0,
+    0x6200, 0x6210, 0x6220, 0x6230, 0x6240, 0x6250, 0x6260, 0x6270,
+    0x6280, 0x6290, 0x62a0, 0x62b0, 0x62c0, 0x62d0, 0x62e0, 0x62f0,
+    0x6300, 0x6310, 0x6320, 0x6330, 0x6340, 0x6350, 0x6360, 0x6370,
+    0x6380, 0x6390, 0x63a0, 0x63b0, 0x63c0, 0x63d0, 0x63e0, 0x7fc0};
+
+/* Byte gathers that split 64 bf16 words (two registers) into their low and
+ * high bytes, and the word order of FP8 activations matching the byte
+ * unpacks (see the header). */
+#define BYTE_IDX(o) o, o + 2, o + 4, o + 6, o + 8, o + 10, o + 12, o + 14
+static const uint8_t idx_low_bytes[64] __attribute__((aligned(64))) = {
+    BYTE_IDX(0), BYTE_IDX(16), BYTE_IDX(32), BYTE_IDX(48),
+    BYTE_IDX(64), BYTE_IDX(80), BYTE_IDX(96), BYTE_IDX(112)};
+static const uint8_t idx_high_bytes[64] __attribute__((aligned(64))) = {
+    BYTE_IDX(1), BYTE_IDX(17), BYTE_IDX(33), BYTE_IDX(49),
+    BYTE_IDX(65), BYTE_IDX(81), BYTE_IDX(97), BYTE_IDX(113)};
+#undef BYTE_IDX
+#define QUARTER(o) o, o + 1, o + 2, o + 3, o + 4, o + 5, o + 6, o + 7
+static const uint16_t idx_fp8_first[32] __attribute__((aligned(64))) = {
+    QUARTER(0), QUARTER(16), QUARTER(32), QUARTER(48)};
+static const uint16_t idx_fp8_second[32] __attribute__((aligned(64))) = {
+    QUARTER(8), QUARTER(24), QUARTER(40), QUARTER(56)};
+#undef QUARTER
+
+/* Word permutations: deinterleave 64 activations (FP4 even/odd columns) and
+ * spread 4 FP4 block scales over the two halves of a step. */
+static const uint16_t idx_even[32] __attribute__((aligned(64))) = {
+    0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30,
+    32, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62};
+static const uint16_t idx_odd[32] __attribute__((aligned(64))) = {
+    1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31,
+    33, 35, 37, 39, 41, 43, 45, 47, 49, 51, 53, 55, 57, 59, 61, 63};
+static const uint16_t idx_step_scale[2][32] __attribute__((aligned(64))) = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+    {2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3}};
+
+/* ---- per-row scale context for one GROUP of columns ---- */
+
+typedef struct {
+    __m512i a;              /* FP4: (191 - s) << 7 per block (words 0..3) */
+    __m512i lo0, lo1, hi0, hi1; /* FP8: low / high bytes of the scaled e4m3 table, codes 0-63 and 64-127 */
+} gctx;
+
+static inline gctx group_ctx(const qmat *q, int r, int g)
+{
+    gctx c;
+    if (q->fp4) {
+        int nb = q->cols / 32, b0 = g * (GROUP / 32);
+        int cnt = nb - b0 < 4 ? nb - b0 : 4;
+        __m128i s = _mm_maskz_loadu_epi8((__mmask16)((1u << cnt) - 1), q->scale + (size_t)r * nb + b0);
+        __m512i w = _mm512_cvtepu8_epi16(_mm256_castsi128_si256(s));
+        c.a = _mm512_slli_epi16(_mm512_sub_epi16(_mm512_set1_epi16(S_MAX), w), 7);
+        c.lo0 = c.lo1 = c.hi0 = c.hi1 = c.a;
+    } else {
+        int nb = (q->cols + 127) / 128;
+        /* unsigned: out-of-range scales (their rows are redone in fp32) must not overflow here */
+        unsigned s = q->scale[(size_t)(r / 128) * nb + g];
+        __m512i d = _mm512_set1_epi16((short)(uint16_t)((S_MAX - s) << 7)), t[4];
+        for (int i = 0; i < 4; i++)
+            t[i] = _mm512_subs_epu16(_mm512_load_si512(e4m3_bf16_lut + 32 * i), d);
+        t[3] = _mm512_mask_mov_epi16(t[3], (__mmask32)1 << 31, _mm512_set1_epi16(0x7fc0));
+        const __m512i lo = _mm512_load_si512(idx_low_bytes), hi = _mm512_load_si512(idx_high_bytes);
+        c.lo0 = _mm512_permutex2var_epi8(t[0], lo, t[1]);
+        c.hi0 = _mm512_permutex2var_epi8(t[0], hi, t[1]);
+        c.lo1 = _mm512_permutex2var_epi8(t[2], lo, t[3]);
+        c.hi1 = _mm512_permutex2var_epi8(t[2], hi, t[3]);
+        c.a = c.lo0;
+    }
+    return c;
+}
+
+/* ---- decoding one step of one row to bf16 (w0, w1) ---- */
+
+
+static inline void fp8x64(__m512i raw, const gctx *c, __m512i *w0, __m512i *w1)
+{
+    __m512i hb = _mm512_permutex2var_epi8(c->hi0, raw, c->hi1); /* index bit 7 (the sign) is ignored */
+    __m512i lb = _mm512_permutex2var_epi8(c->lo0, raw, c->lo1);
+    hb = _mm512_ternarylogic_epi32(hb, raw, _mm512_set1_epi8((char)0x80), 0xf8); /* hb | (raw & 0x80) */
+    *w0 = _mm512_unpacklo_epi8(lb, hb);
+    *w1 = _mm512_unpackhi_epi8(lb, hb);
+}
+
+static inline __attribute__((always_inline)) void decode_step(const qmat *q, int r, int k, int len,
+                                                               const gctx *c, int j, __m512i *w0,
+                                                               __m512i *w1)
+{
+    if (q->fp4) {
+        const uint8_t *p = q->W + (size_t)r * (q->cols / 2) + k / 2;
+        __m256i raw = len >= STEP ? _mm256_loadu_si256((const __m256i *)p) : _mm256_maskz_loadu_epi8(m32(len / 2), p);
+        __m512i b = _mm512_cvtepu8_epi16(raw);
+        const __m512i lut = _mm512_load_si512(e2m1_lut);
+        __m512i d = _mm512_permutexvar_epi16(_mm512_load_si512(idx_step_scale[j]), c->a);
+        *w0 = _mm512_subs_epu16(_mm512_permutexvar_epi16(b, lut), d);
+        *w1 = _mm512_subs_epu16(_mm512_permutexvar_epi16(_mm512_srli_epi16(b, 4), lut), d);
+    } else {
+        const uint8_t *p = q->W + (size_t)r * q->cols + k;
+        fp8x64(len >= STEP ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(m64(len), p), c, w0, w1);
+    }
+}
+
+/* ---- activations of one step to bf16 in the weights' order ---- */
+
+static inline __attribute__((always_inline)) void prep_step(int fp4, const float *x, int len, __m512i *x0,
+                                                             __m512i *x1)
+{
+    __m512 f0 = _mm512_maskz_loadu_ps(m16(len), x), f1 = _mm512_maskz_loadu_ps(m16(len - 16), x + 16);
+    __m512 f2 = _mm512_maskz_loadu_ps(m16(len - 32), x + 32), f3 = _mm512_maskz_loadu_ps(m16(len - 48), x + 48);
+    __m512i a = (__m512i)_mm512_cvtne2ps_pbh(f1, f0), b = (__m512i)_mm512_cvtne2ps_pbh(f3, f2);
+    *x0 = _mm512_permutex2var_epi16(a, _mm512_load_si512(fp4 ? idx_even : idx_fp8_first), b);
+    *x1 = _mm512_permutex2var_epi16(a, _mm512_load_si512(fp4 ? idx_odd : idx_fp8_second), b);
+}
+
+/* ---- rows outside the bf16 scale range ---- */
+
+static int scales_in_range(const uint8_t *s, int count, int lo)
+{
+    for (int i = 0; i < count; i += 64) {
+        __mmask64 m = count - i >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (count - i)) - 1);
+        __m512i v = _mm512_maskz_loadu_epi8(m, s + i);
+        if (_mm512_mask_cmplt_epu8_mask(m, v, _mm512_set1_epi8((char)lo)) |
+            _mm512_mask_cmpgt_epu8_mask(m, v, _mm512_set1_epi8((char)S_MAX)))
+            return 0;
+    }
+    return 1;
+}
+
+static int row_in_range(const qmat *q, int r)
+{
+    if (q->fp4)
+        return scales_in_range(q->scale + (size_t)r * (q->cols / 32), q->cols / 32, FP4_S_MIN);
+    int nb = (q->cols + 127) / 128;
+    return scales_in_range(q->scale + (size_t)(r / 128) * nb, nb, FP8_S_MIN);
+}
+
+#endif

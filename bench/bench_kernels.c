@@ -335,7 +335,9 @@ int main(int argc, char **argv)
     double bw = roofline_read_gbs(0, (size_t)(quick ? 256 : 1024) << 20);
     report("probe_read_bw", quick ? "256 MiB" : "1 GiB", "-", 0, bw, bw, "GB/s");
     /* the matmuls' ceiling: the FMA peak of the vectors the chosen kernels use */
-    const char *fma_isa = strcmp(K->isa, "scalar") ? K->isa : roofline_fma_isa();
+    /* the "amx" table is the avx512 one with AMX release-numerics products:
+     * its fp32 kernels run on the AVX-512 FMA units */
+    const char *fma_isa = !strcmp(K->isa, "scalar") ? roofline_fma_isa() : !strcmp(K->isa, "amx") ? "avx512" : K->isa;
     double fma = roofline_fma_gflops(0, fma_isa);
     report("probe_fma_f32", "vfmadd / fmla", fma_isa, 0, fma, fma, "GFLOP/s");
     double vnni = roofline_vnni_gops(0);

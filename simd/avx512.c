@@ -16,9 +16,10 @@
  * Two paths compute exactly that sequence of operations:
  *   - few tokens (n < GEMM_MIN_N): weights decoded in registers, a group of
  *     rows at a time, each decoded vector used by every token (bandwidth-bound);
- *   - many tokens: RG rows decoded into a stack buffer a chunk at a time, the
- *     chunk's activations copied in the format's column order, then RB x TB
- *     register tiles of accumulators (compute-bound).
+ *   - many tokens: RG rows decoded into a stack buffer a chunk at a time,
+ *     then RB x TB register tiles of accumulators that read the activations
+ *     in the format's column order (FP4: permuted per block in registers,
+ *     each permuted vector serving RB rows) (compute-bound).
  * So the result depends on neither n, the token tiling, r0 nor r1. The order
  * differs from the scalar reference (tested within 1e-5 of sum |W||X|). */
 

@@ -438,6 +438,16 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
             Y[(size_t)t * ldy + rb + i] = fold16(acc[i][t]);
 }
 
+/* Each block prefetches the next (matvec_block); the first block of a call
+ * is fetched as a burst here: a work item of a thread is often only a few
+ * blocks long, and its first one would otherwise wait on memory row by row. */
+static inline void prefetch_first_block(const wsrc *s, int r0, int r1)
+{
+    size_t row_bytes = (size_t)s->cols * row_bytes32(s->fmt) / 32;
+    prefetch_share((const char *)s->W + (size_t)r0 * row_bytes, (size_t)(r1 - r0 < MV_RB ? r1 - r0 : MV_RB) * row_bytes,
+                   0, 1);
+}
+
 #define MV_CASE(FMT, NR, NT)                                                                       \
     case (NR) * 4 + (NT):                                                                          \
         for (; rb + (NR) <= r1; rb += (NR))                                                        \
@@ -451,6 +461,7 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
                      int r0, int r1)                                                               \
     {                                                                                              \
         int rb = r0;                                                                               \
+        prefetch_first_block(s, r0, r1);                                                           \
         for (int nr = MV_RB; nr >= 1; nr--) {                                                      \
             switch (nr * 4 + n) {                                                                  \
                 MV_CASE(FMT, 8, 1) MV_CASE(FMT, 4, 2) MV_CASE(FMT, 4, 3)                           \

@@ -140,6 +140,10 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
                      int r0, int r1)                                                               \
     {                                                                                              \
         int rb = r0;                                                                               \
+        size_t row_bytes = q->fp4 ? (size_t)q->cols / 2 : (size_t)q->cols;                         \
+        /* the first block as a burst: the loop prefetches each next one */                       \
+        prefetch_share((const char *)q->W + (size_t)r0 * row_bytes,                                \
+                       (size_t)(r1 - r0 < MV_RB ? r1 - r0 : MV_RB) * row_bytes, 0, 1);             \
         for (int nr = MV_RB; nr >= 1; nr--) {                                                      \
             switch (nr * 4 + n) {                                                                  \
                 MV_CASE(FP4, NR1, 1) MV_CASE(FP4, 4, 2) MV_CASE(FP4, 4, 3)                         \

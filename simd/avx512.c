@@ -247,23 +247,25 @@ static inline __attribute__((always_inline)) void tile(int fp4, int nr, int nt, 
             acc[i * TB + t] = a[i][t];
 }
 
-#define TILE_CASE(NR, NT)                                                                          \
+/* FP4 is a literal in each case, so every inlined tile folds its format
+ * branch away. */
+#define TILE_CASE(FP4, NR, NT)                                                                     \
     case (NR) * 8 + (NT):                                                                          \
-        tile(fp4, NR, NT, buf, len, xs, ldxs, acc);                                                     \
+        tile(FP4, NR, NT, buf, len, xs, ldxs, acc);                                                \
         break;
-#define TILE_ROW(NR) TILE_CASE(NR, 1) TILE_CASE(NR, 2) TILE_CASE(NR, 3) TILE_CASE(NR, 4)            \
-    TILE_CASE(NR, 5) TILE_CASE(NR, 6)
+#define TILE_ROW(FP4, NR) TILE_CASE(FP4, NR, 1) TILE_CASE(FP4, NR, 2) TILE_CASE(FP4, NR, 3)        \
+    TILE_CASE(FP4, NR, 4) TILE_CASE(FP4, NR, 5) TILE_CASE(FP4, NR, 6)
 
 static void tile_dispatch(int fp4, int nr, int nt, const float *buf, int len, const float *xs, size_t ldxs,
                           __m512 *acc)
 {
     if (fp4) {
         switch (nr * 8 + nt) {
-            TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4)
+            TILE_ROW(1, 1) TILE_ROW(1, 2) TILE_ROW(1, 3) TILE_ROW(1, 4)
         }
     } else {
         switch (nr * 8 + nt) {
-            TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4)
+            TILE_ROW(0, 1) TILE_ROW(0, 2) TILE_ROW(0, 3) TILE_ROW(0, 4)
         }
     }
 }

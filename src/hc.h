@@ -3,8 +3,8 @@
  * sub-layer output is spread back over the streams (post weights plus a
  * Sinkhorn-projected stream mixer comb). Also the final collapse before the
  * head. Everything here is fp32; rounding to bf16 (release numerics) is the
- * caller's business. Streams are laid out X[t][a][d]: token t, stream a < hc,
- * dimension d < dim. */
+ * caller's business, except in hc_post_bf16. Streams are laid out X[t][a][d]:
+ * token t, stream a < hc, dimension d < dim. */
 #ifndef DSV4_HC_H
 #define DSV4_HC_H
 
@@ -35,6 +35,11 @@ void hc_pre(const dsv4_engine *e, const dsv4_hc_weights *w, const float *X, int 
 /* Sub-layer exit: Xout[t][b] = post_b f[t] + Σ_a comb[a][b] X[t][a]. Xout must not alias X. */
 void hc_post(const float *X, const float *f, const float *post, const float *comb,
              int n, int hc, int dim, float *Xout);
+/* The same for release numerics (Block.hc_post): f taken rounded to bf16
+ * (f itself is left as it is) and Xout rounded to bf16, both done here so
+ * that the streams are not read and written once more for the rounding. */
+void hc_post_bf16(const float *X, const float *f, const float *post, const float *comb,
+                  int n, int hc, int dim, float *Xout);
 
 /* Final collapse: h[t] = Σ_a (σ(m_a·scale + base_a) + hc_eps) X[t][a] with
  * m = hc_head_fn · v / rms(v). mixes [n][hc] and scratch [n][hc*dim] are scratch. */

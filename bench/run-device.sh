@@ -32,7 +32,7 @@ $CC -fopenmp -o "$out/bench-kernels" "${objs[@]}" -lm
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $(nproc) CPUs, OMP_NUM_THREADS=${OMP_NUM_THREADS:-all}" >&2
 if [ $run_tests = 1 ]; then
   for t in test_kernels test_index_fp4 test_amx; do
-    $CC $base -Isrc -Itests/neon -o "$out/$t" "tests/$t.c" "${simd_objs[@]}" -lm
+    $CC $base -Isrc -Itests/neon -o "$out/$t" "tests/$t.c" "${simd_objs[@]}" "$out/src_linear.c.o" -lm
     echo "# tests/$t.c" >&2
     "$out/$t" >&2
   done

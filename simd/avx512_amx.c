@@ -16,6 +16,11 @@
  *     that row only.
  *   - B: activations as bf16 pairs, one column per token (up to 16).
  *   - C: 16 rows x 16 tokens of fp32.
+ * One or two tokens (decode) read B straight from the tokens' bf16 vectors.
+ * More tokens are packed first, once per product (e4m3act_pack, kernels.h:
+ * the caller shares one copy between its threads), as ready B tiles; the
+ * product then decodes A for 32 rows a chunk of 256 columns ahead and runs
+ * every token tile over it, so each weight is decoded once whatever n is.
  * The columns are taken 64 at a time (a "step"; the last one zero-padded);
  * a step is two k-tiles of 32, the two vectors the step decoder yields, in
  * its column order (avx512_bf16.c's header); the activations are prepared
@@ -31,12 +36,11 @@
  * columns is exact. Hence results do not depend on n, r0 or r1, and the
  * one-token path (B loaded straight from the token's bf16 vector with a
  * 4-byte row stride: its column 0 is the token, the other columns are
- * ignored) gives the same bits as the many-token path (B transposed in
- * stack scratch).
+ * ignored) gives the same bits as the packed path.
  *
  * Tiles are configured per call (callers run one call per thread inside
  * their parallel regions) and released at the end. Scratch is on the stack
- * and bounded (< 64 KiB); nothing is allocated.
+ * and bounded (< 72 KiB); nothing is allocated.
  *
  * DSV4_AMX_EMULATE replaces the tile instructions by a C model of them
  * (thread-local tiles, products summed in the SDM's pseudo-code order), so
@@ -60,20 +64,12 @@ void matmul_fp8_amx(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale
                     int n, int rows, int cols, int r0, int r1);
 void matmul_fp4_amx(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X, size_t ldx,
                     int n, int rows, int cols, int r0, int r1);
-
-/* Many-token path: rows x tokens x columns per pass over the scratch. */
-#ifndef AMX_RG
-#define AMX_RG 64
-#endif
-#ifndef AMX_TG
-#define AMX_TG 64
-#endif
-#ifndef AMX_KC
-#define AMX_KC 64
-#endif
-#define RT (AMX_RG / 16)
-#define TT (AMX_TG / 16)
-#define KT (AMX_KC / 32)
+size_t amx_packed_bytes(int n, int cols);
+void amx_pack(void *P, const float *X, size_t ldx, int n, int cols, int fp4, int s0, int s1);
+void matmul_fp8_amx_packed(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X,
+                           size_t ldx, const void *P, int n, int rows, int cols, int r0, int r1);
+void matmul_fp4_amx_packed(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X,
+                           size_t ldx, const void *P, int n, int rows, int cols, int r0, int r1);
 
 /* One- and two-token path: columns decoded at a time, and columns of the
  * tokens' bf16 vectors kept at once. */
@@ -277,7 +273,8 @@ static void write_c(const float *C, float *Y, size_t ldy, int row, int nr, int n
  * token's pairs, read with a 4-byte row stride. */
 #define SB(t, s) (xk[t] + 32 * (s))
 
-/* Rows [rb, rb + nr) (32-row block), steps [s0, s0 + ns), into A [SKT][2][16][32]. */
+/* Rows [rb, rb + nr) (a 32-row block), steps [s0, s0 + ns), into
+ * A [k-tile][2][16][32]; rows past nr up to the tile (16 or 32) are zeros. */
 static void small_decode(const qmat *q, int rb, int nr, int s0, int ns, uint16_t *A)
 {
     for (int m = 0; m < (nr > 16 ? 32 : 16); m++) {
@@ -362,37 +359,92 @@ static __attribute__((noinline)) void matmul_small(const qmat *q, float *Y, size
     }
 }
 
-/* ---- many tokens: decoded A and transposed B chunks, C through scratch ---- */
+/* ---- many tokens: packed once per product, then A decoded a chunk ahead ---- */
 
-#define AT(s, i) (&A[((s) * RT + (i)) * 16 * 32])
-#define BT(s, j) (&B[((s) * TT + (j)) * 16 * 16])
-#define CT(i, j) (&C[((i) * TT + (j)) * 16 * 16])
-
-/* One 2x2 (or smaller) block of C tiles over k-tiles [0, kt) of the chunk. */
-static inline __attribute__((always_inline)) void block(int ni, int nj, int first, int kt, int i, int j,
-                                                         const uint16_t *A, const uint32_t *B, float *C)
+/* The packed tokens: for k-tile kt (two per step, kt_total in all) and
+ * token tile j (16 tokens, the last zero-padded) of tiles_n, the B tile of
+ * those tokens' bf16 pairs, 16 k-pair rows x 16 tokens (1 KiB). Token tiles
+ * go in pairs, as the products read them: pair g's tiles lie together,
+ * k-tile after k-tile, so a product walks P in address order. */
+static inline const uint32_t *btile(const void *P, int tiles_n, int kt_total, int kt, int j)
 {
-    if (first) {
+    int g = j / 2, width = tiles_n - 2 * g < 2 ? 1 : 2;
+    return (const uint32_t *)P + ((size_t)2 * g * kt_total + (size_t)kt * width + (size_t)(j % 2)) * 256;
+}
+
+static size_t packed_bytes(int n, int cols)
+{
+    if (n <= SMALL_N || cols <= 0)
+        return 0;
+    size_t steps = ((size_t)cols + STEP - 1) / STEP, tiles_n = ((size_t)n + 15) / 16;
+    return 2 * steps * tiles_n * 1024;
+}
+
+static void pack_tokens(void *P, const float *X, size_t ldx, int n, int cols, int fp4, int s0, int s1)
+{
+    int tiles_n = (n + 15) / 16, kt_total = 2 * ((cols + STEP - 1) / STEP);
+    for (int j = 0; j < tiles_n; j++) {
+        int nt = n - 16 * j < 16 ? n - 16 * j : 16;
+        for (int s = s0; s < s1; s++) {
+            __m512i v[16], w[16];
+            for (int t = 0; t < 16; t++) {
+                v[t] = w[t] = _mm512_setzero_si512();
+                if (t < nt)
+                    prep_step(fp4, X + (size_t)(16 * j + t) * ldx + (size_t)s * STEP, cols - s * STEP, &v[t], &w[t]);
+            }
+            transpose16(v);
+            transpose16(w);
+            uint32_t *b0 = (uint32_t *)btile(P, tiles_n, kt_total, 2 * s, j);
+            uint32_t *b1 = (uint32_t *)btile(P, tiles_n, kt_total, 2 * s + 1, j);
+            for (int p = 0; p < 16; p++) {
+                _mm512_store_si512(b0 + 16 * p, v[p]);
+                _mm512_store_si512(b1 + 16 * p, w[p]);
+            }
+        }
+    }
+}
+
+/* Rows per block (two A tiles), columns per decoded chunk, and tokens whose
+ * C tiles one pass over the columns keeps: in the tiles themselves up to 32,
+ * else in stack scratch between chunks. */
+#ifndef PK_KC
+#define PK_KC 256
+#endif
+#define PK_KT (PK_KC / 32)
+#define PK_TG 256
+#define PK_TT (PK_TG / 16)
+
+/* C tile (i, j) of the group: tile register 2i + j while kept in tiles. */
+#define CS(i, j) (&C[((i) * PK_TT + (j)) * 256])
+
+/* Row tiles [0, ni) x token tiles [j, j + nj) of the group (the product's
+ * [jp, jp + nj)) for one chunk, over its kt k-tiles. mode 0: C lives in the tiles; 1: starts at zero, 2: comes from
+ * scratch; 1 and 2 store it back. */
+static inline __attribute__((always_inline)) void pk_block(int ni, int nj, int mode, int kt, const uint16_t *A,
+                                                            const void *P, int tiles_n, int kt0, int kt_total,
+                                                            int jp, int j, float *C)
+{
+    if (mode == 1) {
         TILE_ZERO(0);
         TILE_ZERO(1);
         TILE_ZERO(2);
         TILE_ZERO(3);
-    } else {
-        TILE_LOAD(0, CT(i, j), 64);
+    } else if (mode == 2) {
+        TILE_LOAD(0, CS(0, j), 64);
         if (nj == 2)
-            TILE_LOAD(1, CT(i, j + 1), 64);
+            TILE_LOAD(1, CS(0, j + 1), 64);
         if (ni == 2)
-            TILE_LOAD(2, CT(i + 1, j), 64);
+            TILE_LOAD(2, CS(1, j), 64);
         if (ni == 2 && nj == 2)
-            TILE_LOAD(3, CT(i + 1, j + 1), 64);
+            TILE_LOAD(3, CS(1, j + 1), 64);
     }
     for (int s = 0; s < kt; s++) {
-        TILE_LOAD(4, AT(s, i), 64);
-        TILE_LOAD(6, BT(s, j), 64);
+        TILE_LOAD(4, A + s * 2 * 16 * 32, 64);
+        TILE_LOAD(6, btile(P, tiles_n, kt_total, kt0 + s, jp), 64);
         if (nj == 2)
-            TILE_LOAD(7, BT(s, j + 1), 64);
+            TILE_LOAD(7, btile(P, tiles_n, kt_total, kt0 + s, jp + 1), 64);
         if (ni == 2)
-            TILE_LOAD(5, AT(s, i + 1), 64);
+            TILE_LOAD(5, A + s * 2 * 16 * 32 + 16 * 32, 64);
         TILE_DP(0, 4, 6);
         if (nj == 2)
             TILE_DP(1, 4, 7);
@@ -401,101 +453,125 @@ static inline __attribute__((always_inline)) void block(int ni, int nj, int firs
         if (ni == 2 && nj == 2)
             TILE_DP(3, 5, 7);
     }
-    TILE_STORE(0, CT(i, j), 64);
-    if (nj == 2)
-        TILE_STORE(1, CT(i, j + 1), 64);
-    if (ni == 2)
-        TILE_STORE(2, CT(i + 1, j), 64);
-    if (ni == 2 && nj == 2)
-        TILE_STORE(3, CT(i + 1, j + 1), 64);
+    if (mode != 0) {
+        TILE_STORE(0, CS(0, j), 64);
+        if (nj == 2)
+            TILE_STORE(1, CS(0, j + 1), 64);
+        if (ni == 2)
+            TILE_STORE(2, CS(1, j), 64);
+        if (ni == 2 && nj == 2)
+            TILE_STORE(3, CS(1, j + 1), 64);
+    }
 }
 
-/* Steps [c0, c0 + ns) of rows [rb, rb + nr) into A, of tokens [g0, g0 + ng) into B (transposed). */
-static void many_prep(const qmat *q, const float *X, size_t ldx, int rb, int nr, int g0, int ng, int c0,
-                      int ns, uint16_t *A, uint32_t *B)
+static inline __attribute__((always_inline)) void pk_blocks(int ni, int mode, int kt, const uint16_t *A,
+                                                             const void *P, int tiles_n, int kt0, int kt_total,
+                                                             int j0, int tt, float *C)
 {
-    uint16_t xs[16][AMX_KC] __attribute__((aligned(64))); /* 16 tokens' chunk, k-tile order */
-    int rt = (nr + 15) / 16, tt = (ng + 15) / 16, kt = 2 * ns;
-    for (int m = 0; m < rt * 16; m++) {
-        uint16_t *dst = AT(0, m / 16) + (m % 16) * 32;
-        if (m < nr)
-            decode_row(q, rb + m, c0, ns, dst, RT * 16 * 32);
+    for (int j = 0; j < tt; j += 2) {
+        if (tt - j >= 2)
+            pk_block(ni, 2, mode, kt, A, P, tiles_n, kt0, kt_total, j0 + j, j, C);
         else
-            zero_row(ns, dst, RT * 16 * 32);
-    }
-    for (int j = 0; j < tt; j++) {
-        int nt = ng - 16 * j < 16 ? ng - 16 * j : 16;
-        for (int t = 0; t < nt; t++)
-            prep_token(q->fp4, X + (size_t)(g0 + 16 * j + t) * ldx, q->cols, c0, ns, xs[t]);
-        for (int s = 0; s < kt; s++) {
-            __m512i v[16];
-            for (int t = 0; t < 16; t++)
-                v[t] = t < nt ? _mm512_load_si512(xs[t] + 32 * s) : _mm512_setzero_si512();
-            transpose16(v);
-            for (int p = 0; p < 16; p++)
-                _mm512_store_si512(BT(s, j) + 16 * p, v[p]);
-        }
+            pk_block(ni, 1, mode, kt, A, P, tiles_n, kt0, kt_total, j0 + j, j, C);
     }
 }
 
-static __attribute__((noinline)) void matmul_many(const qmat *q, float *Y, size_t ldy, const float *X,
-                                                  size_t ldx, int n, int r0, int r1)
+static __attribute__((noinline)) void matmul_packed(const qmat *q, float *Y, size_t ldy, const void *P, int n,
+                                                    int r0, int r1)
 {
-    uint16_t Ab[2][KT * RT * 16 * 32] __attribute__((aligned(64)));
-    uint32_t Bb[2][KT * TT * 16 * 16] __attribute__((aligned(64)));
-    float C[RT * TT * 16 * 16] __attribute__((aligned(64)));
-    int steps = (q->cols + STEP - 1) / STEP, cs = AMX_KC / STEP, nch = (steps + cs - 1) / cs;
-    for (int rb = r0; rb < r1; rb += AMX_RG) {
-        int nr = r1 - rb < AMX_RG ? r1 - rb : AMX_RG, rt = (nr + 15) / 16;
-        for (int g0 = 0; g0 < n; g0 += AMX_TG) {
-            int ng = n - g0 < AMX_TG ? n - g0 : AMX_TG, tt = (ng + 15) / 16;
-            many_prep(q, X, ldx, rb, nr, g0, ng, 0, steps < cs ? steps : cs, Ab[0], Bb[0]);
+    uint16_t Ab[2][PK_KT * 2 * 16 * 32] __attribute__((aligned(64)));
+    float C[2 * PK_TT * 256] __attribute__((aligned(64)));
+    int steps = (q->cols + STEP - 1) / STEP, cs = PK_KC / STEP, nch = (steps + cs - 1) / cs;
+    int tiles_n = (n + 15) / 16;
+    for (int rb = r0; rb < r1; rb += 32) {
+        int nr = r1 - rb < 32 ? r1 - rb : 32, ni = nr > 16 ? 2 : 1;
+        for (int g0 = 0; g0 < n; g0 += PK_TG) {
+            int ng = n - g0 < PK_TG ? n - g0 : PK_TG, tt = (ng + 15) / 16, j0 = g0 / 16;
+            int keep = tt <= 2;
+            if (keep) {
+                TILE_ZERO(0);
+                TILE_ZERO(1);
+                TILE_ZERO(2);
+                TILE_ZERO(3);
+            }
+            small_decode(q, rb, nr, 0, steps < cs ? steps : cs, Ab[0]);
             for (int ch = 0; ch < nch; ch++) {
-                int c0 = ch * cs, ns = steps - c0 < cs ? steps - c0 : cs, kt = 2 * ns;
+                int c0 = ch * cs, ns = steps - c0 < cs ? steps - c0 : cs;
+                /* the next chunk first: its stores then have this chunk's
+                 * products to commit before tile loads read them */
                 if (ch + 1 < nch) {
                     int c1 = c0 + cs;
-                    many_prep(q, X, ldx, rb, nr, g0, ng, c1, steps - c1 < cs ? steps - c1 : cs,
-                              Ab[(ch + 1) & 1], Bb[(ch + 1) & 1]);
+                    small_decode(q, rb, nr, c1, steps - c1 < cs ? steps - c1 : cs, Ab[(ch + 1) & 1]);
                 }
                 const uint16_t *A = Ab[ch & 1];
-                const uint32_t *B = Bb[ch & 1];
-                for (int i = 0; i < rt; i += 2)
-                    for (int j = 0; j < tt; j += 2) {
-                        int two_i = rt - i >= 2, two_j = tt - j >= 2;
-                        if (two_i && two_j)
-                            block(2, 2, ch == 0, kt, i, j, A, B, C);
-                        else if (two_i)
-                            block(2, 1, ch == 0, kt, i, j, A, B, C);
-                        else if (two_j)
-                            block(1, 2, ch == 0, kt, i, j, A, B, C);
-                        else
-                            block(1, 1, ch == 0, kt, i, j, A, B, C);
-                    }
+                int mode = keep ? 0 : ch == 0 ? 1 : 2;
+                if (ni == 2 && mode == 0)
+                    pk_blocks(2, 0, 2 * ns, A, P, tiles_n, 2 * c0, 2 * steps, j0, tt, C);
+                else if (ni == 2 && mode == 1)
+                    pk_blocks(2, 1, 2 * ns, A, P, tiles_n, 2 * c0, 2 * steps, j0, tt, C);
+                else if (ni == 2)
+                    pk_blocks(2, 2, 2 * ns, A, P, tiles_n, 2 * c0, 2 * steps, j0, tt, C);
+                else if (mode == 0)
+                    pk_blocks(1, 0, 2 * ns, A, P, tiles_n, 2 * c0, 2 * steps, j0, tt, C);
+                else if (mode == 1)
+                    pk_blocks(1, 1, 2 * ns, A, P, tiles_n, 2 * c0, 2 * steps, j0, tt, C);
+                else
+                    pk_blocks(1, 2, 2 * ns, A, P, tiles_n, 2 * c0, 2 * steps, j0, tt, C);
             }
-            for (int i = 0; i < rt; i++)
+            if (keep) {
+                TILE_STORE(0, CS(0, 0), 64);
+                if (tt == 2)
+                    TILE_STORE(1, CS(0, 1), 64);
+                if (ni == 2)
+                    TILE_STORE(2, CS(1, 0), 64);
+                if (ni == 2 && tt == 2)
+                    TILE_STORE(3, CS(1, 1), 64);
+            }
+            for (int i = 0; i < ni; i++)
                 for (int j = 0; j < tt; j++) {
                     int nri = nr - 16 * i < 16 ? nr - 16 * i : 16, ntj = ng - 16 * j < 16 ? ng - 16 * j : 16;
-                    write_c(CT(i, j), Y + (size_t)(g0 + 16 * j) * ldy, ldy, rb + 16 * i, nri, ntj);
+                    write_c(CS(i, j), Y + (size_t)(g0 + 16 * j) * ldy, ldy, rb + 16 * i, nri, ntj);
                 }
         }
     }
 }
 
-static void matmul_q(const qmat *q, float *Y, size_t ldy, const float *X, size_t ldx, int n, int r0, int r1)
+/* ---- entries ---- */
+
+/* Rows whose scales the bf16 decoders cannot take: the fp32 kernel, whole. */
+static void redo_out_of_range(const qmat *q, float *Y, size_t ldy, const float *X, size_t ldx, int n, int r0,
+                              int r1)
 {
-    if (n <= 0 || r1 <= r0 || q->cols <= 0)
-        return;
-    tiles_on();
-    if (n <= SMALL_N)
-        matmul_small(q, Y, ldy, X, ldx, n, r0, r1);
-    else
-        matmul_many(q, Y, ldy, X, ldx, n, r0, r1);
-    TILE_RELEASE();
     const dsv4_kernels *f = kernels_avx512();
     for (int r = r0; r < r1; r++)
         if (!row_in_range(q, r))
             (q->fp4 ? f->matmul_fp4 : f->matmul_fp8)(Y, ldy, q->W, q->scale, X, ldx, n, q->rows, q->cols,
                                                       r, r + 1);
+}
+
+/* Without a packed copy, tokens go two at a time through the small path:
+ * the same bits, for callers that do not pack (linear.c packs). */
+static void matmul_q(const qmat *q, float *Y, size_t ldy, const float *X, size_t ldx, int n, int r0, int r1)
+{
+    if (n <= 0 || r1 <= r0 || q->cols <= 0)
+        return;
+    tiles_on();
+    for (int t = 0; t < n; t += SMALL_N)
+        matmul_small(q, Y + (size_t)t * ldy, ldy, X + (size_t)t * ldx, ldx, n - t < SMALL_N ? n - t : SMALL_N,
+                     r0, r1);
+    TILE_RELEASE();
+    redo_out_of_range(q, Y, ldy, X, ldx, n, r0, r1);
+}
+
+static void matmul_qp(const qmat *q, float *Y, size_t ldy, const float *X, size_t ldx, const void *P, int n,
+                      int r0, int r1)
+{
+    if (n <= 0 || r1 <= r0 || q->cols <= 0)
+        return;
+    tiles_on();
+    matmul_packed(q, Y, ldy, P, n, r0, r1);
+    TILE_RELEASE();
+    redo_out_of_range(q, Y, ldy, X, ldx, n, r0, r1);
 }
 
 void matmul_fp8_amx(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X, size_t ldx,
@@ -510,4 +586,28 @@ void matmul_fp4_amx(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale
 {
     qmat q = {1, W, scale, rows, cols};
     matmul_q(&q, Y, ldy, X, ldx, n, r0, r1);
+}
+
+size_t amx_packed_bytes(int n, int cols)
+{
+    return packed_bytes(n, cols);
+}
+
+void amx_pack(void *P, const float *X, size_t ldx, int n, int cols, int fp4, int s0, int s1)
+{
+    pack_tokens(P, X, ldx, n, cols, fp4, s0, s1);
+}
+
+void matmul_fp8_amx_packed(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X,
+                           size_t ldx, const void *P, int n, int rows, int cols, int r0, int r1)
+{
+    qmat q = {0, W, scale, rows, cols};
+    matmul_qp(&q, Y, ldy, X, ldx, P, n, r0, r1);
+}
+
+void matmul_fp4_amx_packed(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X,
+                           size_t ldx, const void *P, int n, int rows, int cols, int r0, int r1)
+{
+    qmat q = {1, W, scale, rows, cols};
+    matmul_qp(&q, Y, ldy, X, ldx, P, n, r0, r1);
 }

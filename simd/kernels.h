@@ -43,6 +43,26 @@ typedef struct {
     /* The instructions behind the two e4m3act entries when they are not this
      * table's own ("avx512bf16": vdpbf16ps, "amx": AMX-BF16 tiles); NULL: isa. */
     const char *e4m3act_isa;
+    /* Optional (NULL where absent): the e4m3act products in two phases, for
+     * kernels that want the tokens in a layout of their own (AMX tiles), so
+     * that one packed copy serves every thread and every row.
+     *   e4m3act_packed_bytes(n, cols): bytes of n tokens' packed form; 0 when
+     *     this kernel is better fed X directly (one or two tokens);
+     *   e4m3act_pack(P, X, ldx, n, cols, fp4, s0, s1): 64-column steps
+     *     [s0, s1) of all n tokens into P (64-byte aligned), laid out for FP4
+     *     weights (fp4) or FP8 ones; callers may split the ceil(cols/64)
+     *     steps between threads;
+     *   matmul_fp8/fp4_e4m3act_packed: matmul_fp8/fp4_e4m3act with P packed
+     *     from the same X, n and cols for that format; the same bits. X is
+     *     still read, for rows the packed kernel cannot take. */
+    size_t (*e4m3act_packed_bytes)(int n, int cols);
+    void (*e4m3act_pack)(void *P, const float *X, size_t ldx, int n, int cols, int fp4, int s0, int s1);
+    void (*matmul_fp8_e4m3act_packed)(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale,
+                                      const float *X, size_t ldx, const void *P, int n, int rows, int cols,
+                                      int r0, int r1);
+    void (*matmul_fp4_e4m3act_packed)(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale,
+                                      const float *X, size_t ldx, const void *P, int n, int rows, int cols,
+                                      int r0, int r1);
 
     /* Lightning-indexer scores: scores[s] = sum_h w[h] * max(0, q[h]·keys[s]),
      * q [n_heads][dim], keys [n_keys][dim] contiguous. Heads summed in order. */

@@ -8,8 +8,11 @@
 
 #include <math.h>
 
+#include <omp.h>
+
 #include "../simd/formats.h"
 #include "../simd/kernels.h"
+#include "linear.h"
 
 #define REL_TOL 1e-5
 
@@ -282,6 +285,114 @@ static void test_fp8_nan_code(void **state)
     free_qm(&m);
 }
 
+/* Tokens packed once (in pieces, as threads split it) give the direct
+ * entry's bits, for every row split and token count, token groups past 256
+ * included, and rows with out-of-range scales still go to the fp32 kernel. */
+static void check_packed(const dsv4_kernels *k, int fp4, int rows, int cols, int n)
+{
+    qm m = make_qm(fp4, rows, cols, 500 + n + cols, 0);
+    if (fp4 && rows > 9)
+        m.scale[9 * (cols / 32)] = 1; /* row 9 */
+    if (!fp4 && rows > 128)
+        m.scale[(cols + 127) / 128] = 0xff; /* rows 128 and up */
+    size_t ldx = (size_t)cols + 1, ldy = (size_t)rows + 2;
+    float *x = make_x(n, ldx, 11 + n);
+    float *want = calloc((size_t)n * ldy, sizeof *want), *got = calloc((size_t)n * ldy, sizeof *got);
+    run(amx_fn(&m), &m, want, ldy, x, ldx, n, 0, rows);
+    size_t bytes = k->e4m3act_packed_bytes(n, cols);
+    assert_true(bytes > 0);
+    void *P = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    memset(P, 0xa5, bytes); /* every byte the products read must be written by the pack */
+    int steps = (cols + 63) / 64, cut1 = steps / 3, cut2 = 2 * steps / 3;
+    k->e4m3act_pack(P, x, ldx, n, cols, fp4, cut2, steps);
+    k->e4m3act_pack(P, x, ldx, n, cols, fp4, 0, cut1);
+    k->e4m3act_pack(P, x, ldx, n, cols, fp4, cut1, cut2);
+    int cuts[] = {0, 1, 17, 40, rows};
+    for (int c = 0; c < 5; c++)
+        cuts[c] = cuts[c] < rows ? cuts[c] : rows;
+    for (int c = 0; c + 1 < 5; c++)
+        if (cuts[c] < cuts[c + 1])
+            (fp4 ? k->matmul_fp4_e4m3act_packed : k->matmul_fp8_e4m3act_packed)(
+                got, ldy, m.W, m.scale, x, ldx, P, n, rows, cols, cuts[c], cuts[c + 1]);
+    if (memcmp(want, got, (size_t)n * ldy * sizeof *want) != 0) {
+        for (size_t i = 0; i < (size_t)n * ldy; i++)
+            if (memcmp(&want[i], &got[i], 4)) {
+                print_error("first diff tok %zu row %zu: %g vs %g\n", i / ldy, i % ldy, want[i], got[i]);
+                break;
+            }
+        print_error("%s %dx%d n=%d: packed differs from direct\n", fp4 ? "fp4" : "fp8", rows, cols, n);
+        fail();
+    }
+    free(P);
+    free(x);
+    free(want);
+    free(got);
+    free_qm(&m);
+}
+
+static void test_packed(void **state)
+{
+    (void)state;
+    NEED_AMX();
+    const dsv4_kernels *k = kernels_select("amx");
+    assert_non_null(k);
+    assert_int_equal(k->e4m3act_packed_bytes(1, 4096), 0);
+    assert_int_equal(k->e4m3act_packed_bytes(2, 4096), 0);
+    static const int shapes_p[][3] = {
+        {50, 1000, 3}, {77, 2080, 17}, {45, 33, 33}, {40, 4160, 64}, {33, 640, 300}, {16, 7168, 16}, {150, 320, 20},
+    };
+    for (int fp4 = 0; fp4 <= 1; fp4++)
+        for (size_t s = 0; s < sizeof shapes_p / sizeof shapes_p[0]; s++)
+            if (!fp4 || shapes_p[s][1] % 32 == 0)
+                check_packed(k, fp4, shapes_p[s][0], shapes_p[s][1], shapes_p[s][2]);
+}
+
+/* linear.c packs each distinct input once for the whole batch (two jobs
+ * share one here) while the team computes: the direct entry's bits, for one
+ * thread and for several, next to jobs that do not pack. */
+static void test_packed_jobs(void **state)
+{
+    (void)state;
+    NEED_AMX();
+    const dsv4_kernels *k = kernels_select("amx");
+    enum { NJ = 5 };
+    static const int spec[NJ][4] = {/* fp4, rows, cols, n */
+                                    {1, 96, 640, 20}, {1, 80, 640, 20}, {0, 70, 300, 20}, {0, 40, 300, 2}, {1, 33, 128, 7}};
+    qm m[NJ];
+    dsv4_linear lin[NJ];
+    float *x[NJ], *want[NJ], *got[NJ];
+    for (int i = 0; i < NJ; i++) {
+        m[i] = make_qm(spec[i][0], spec[i][1], spec[i][2], 900 + i, 0);
+        lin[i] = (dsv4_linear){spec[i][0] ? DSV4_WF_FP4 : DSV4_WF_FP8, spec[i][1], spec[i][2], m[i].W, m[i].scale};
+        x[i] = i == 1 ? x[0] : make_x(spec[i][3], (size_t)spec[i][2], 30 + i); /* jobs 0 and 1: one input */
+        size_t out = (size_t)spec[i][3] * spec[i][1];
+        want[i] = malloc(out * sizeof *want[i]);
+        got[i] = malloc(out * sizeof *got[i]);
+        run(amx_fn(&m[i]), &m[i], want[i], (size_t)spec[i][1], x[i], (size_t)spec[i][2], spec[i][3], 0, spec[i][1]);
+    }
+    int saved = omp_get_max_threads();
+    for (int threads = 1; threads <= 3; threads += 2) {
+        omp_set_num_threads(threads);
+        linear_job jobs[NJ];
+        for (int i = 0; i < NJ; i++) {
+            memset(got[i], 0, (size_t)spec[i][3] * spec[i][1] * sizeof *got[i]);
+            jobs[i] = (linear_job){&lin[i], got[i], (size_t)spec[i][1], x[i], (size_t)spec[i][2], spec[i][3],
+                                   0, spec[i][1], 1};
+        }
+        linear_matmul_jobs(k, jobs, NJ);
+        for (int i = 0; i < NJ; i++)
+            assert_memory_equal(want[i], got[i], (size_t)spec[i][3] * spec[i][1] * sizeof *got[i]);
+    }
+    omp_set_num_threads(saved);
+    for (int i = 0; i < NJ; i++) {
+        if (i != 1)
+            free(x[i]);
+        free(want[i]);
+        free(got[i]);
+        free_qm(&m[i]);
+    }
+}
+
 /* AMX is asked for by name ("amx"; slower decode, see dispatch.c): the best
  * table never uses it; the named one does where the CPU has it, and without
  * AMX no table claims it. */
@@ -310,6 +421,8 @@ int main(void)
         cmocka_unit_test(test_invariance),
         cmocka_unit_test(test_scale_fallback),
         cmocka_unit_test(test_fp8_nan_code),
+        cmocka_unit_test(test_packed),
+        cmocka_unit_test(test_packed_jobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

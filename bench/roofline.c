@@ -237,7 +237,10 @@ typedef struct {
 } amx_config;
 
 /* One tdpbf16ps on 16x32 bf16 tiles = 16*16*32 multiply-adds; 4 independent
- * accumulator tiles keep the unit busy. */
+ * accumulator tiles keep the unit busy. The tiles hold random bf16 values,
+ * as real operands do: on all 16 cores of the Sapphire Rapids measured, zero
+ * tiles ran 19% faster (17.7 vs 14.9 TFLOP/s), the power drawn depending on
+ * the data. */
 __attribute__((target("amx-tile,amx-bf16"))) static double peak_amx(int nt)
 {
     double best = 0;
@@ -258,10 +261,16 @@ __attribute__((target("amx-tile,amx-bf16"))) static double peak_amx(int nt)
              * colsb/rows may be dropped: an invalid config faults (#GP). */
             __asm__ __volatile__("" ::: "memory");
             _tile_loadconfig(&cfg);
-            static const uint16_t ones[16 * 32] __attribute__((aligned(64)));
+            /* values in +-[1, 2): sums stay far from overflow */
+            uint16_t ops[4][16 * 32] __attribute__((aligned(64)));
+            uint32_t seed = 12345u + 7919u * (uint32_t)omp_get_thread_num();
+            for (int i = 0; i < 4 * 16 * 32; i++) {
+                seed = seed * 1664525u + 1013904223u;
+                ops[i / 512][i % 512] = (uint16_t)(0x3f80 | (seed >> 25) | ((seed >> 9) & 0x8000));
+            }
             _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-            _tile_loadd(4, ones, 64); _tile_loadd(5, ones, 64);
-            _tile_loadd(6, ones, 64); _tile_loadd(7, ones, 64);
+            _tile_loadd(4, ops[0], 64); _tile_loadd(5, ops[1], 64);
+            _tile_loadd(6, ops[2], 64); _tile_loadd(7, ops[3], 64);
             for (long i = 0; i < iters; i++) {
                 _tile_dpbf16ps(0, 4, 6);
                 _tile_dpbf16ps(1, 4, 7);

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "fold16.h"
 #include "formats.h"
 #include "prefetch.h"
 
@@ -55,15 +56,6 @@ static inline float e8m0(uint8_t b)
     float f;
     memcpy(&f, &bits, 4);
     return f;
-}
-
-static inline float fold16(__m512 v)
-{
-    __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
-    __m128 d = _mm_add_ss(c, _mm_movehdup_ps(c));
-    return _mm_cvtss_f32(d);
 }
 
 static inline __mmask16 tail_mask(int left)
@@ -303,14 +295,13 @@ static void matmul_gemm(float *Y, size_t ldy, const wsrc *s, const float *X, siz
                                       acc + ((rb / RB) * TILES_PER_GROUP + t0 / TB) * RB * TB);
                 }
             }
-            for (int rb = 0; rb < nrg; rb += RB) {
-                int nr = nrg - rb < RB ? nrg - rb : RB;
-                for (int t0 = 0; t0 < ng; t0 += TB) {
-                    const __m512 *at = acc + ((rb / RB) * TILES_PER_GROUP + t0 / TB) * RB * TB;
-                    for (int i = 0; i < nr; i++)
-                        for (int t = 0; t < TB && t0 + t < ng; t++)
-                            Y[(size_t)(g0 + t0 + t) * ldy + rg + rb + i] = fold16(at[i * TB + t]);
-                }
+            /* a token's RG (= 16) rows, folded together: one store */
+            for (int t = 0; t < ng; t++) {
+                __m512 v[16];
+                for (int m = 0; m < 16; m++)
+                    v[m] = m < nrg ? acc[((m / RB) * TILES_PER_GROUP + t / TB) * RB * TB + (m % RB) * TB + t % TB]
+                                   : _mm512_setzero_ps();
+                _mm512_mask_storeu_ps(Y + (size_t)(g0 + t) * ldy + rg, tail_mask(nrg), fold16x16(v));
             }
         }
     }

@@ -43,6 +43,7 @@
 #include <string.h>
 
 #include "bf16_decode.h"
+#include "fold16.h"
 #include "kernels.h"
 #include "prefetch.h"
 
@@ -61,15 +62,6 @@ void matmul_fp4_avx512bf16(float *Y, size_t ldy, const uint8_t *W, const uint8_t
 #define GEMM_MIN_N 4  /* below this, decode in registers */
 #define MV_RB 8       /* most rows per in-register block (one token, FP4): the activations'
                          conversion is shared by more rows */
-
-static inline float fold16(__m512 v)
-{
-    __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
-    __m128 d = _mm_add_ss(c, _mm_movehdup_ps(c));
-    return _mm_cvtss_f32(d);
-}
 
 static inline __m512 dp(__m512 acc, __m512i w, __m512i x)
 {
@@ -163,16 +155,17 @@ MATVEC_FN(matvec_fp4, 1, 8)
 
 #define CSTEPS (CHUNK / STEP)
 
+/* first: the accumulators start at zero (the first chunk) rather than from acc. */
 static inline __attribute__((always_inline)) void tile(int nr, int nt, const __m512i *wb /* [RBD][CSTEPS][2] */,
                                                         const __m512i *xb /* [TG][CSTEPS][2] */, int steps,
-                                                        __m512 *acc /* [RBD][TG], at the tile's corner */)
+                                                        int first, __m512 *acc /* [RBD][TG], at the tile's corner */)
 {
     __m512 a[RB][TB];
     #pragma GCC unroll 8
     for (int i = 0; i < nr; i++)
         #pragma GCC unroll 8
         for (int t = 0; t < nt; t++)
-            a[i][t] = acc[i * TG + t];
+            a[i][t] = first ? _mm512_setzero_ps() : acc[i * TG + t];
     for (int s = 0; s < steps; s++)
         #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
@@ -197,12 +190,13 @@ static inline __attribute__((always_inline)) void tile(int nr, int nt, const __m
 
 #define TILE_CASE(NR, NT)                                                                          \
     case (NR) * 8 + (NT):                                                                          \
-        tile(NR, NT, wb, xb, steps, acc);                                                          \
+        tile(NR, NT, wb, xb, steps, first, acc);                                                   \
         break;
 #define TILE_ROW(NR) TILE_CASE(NR, 1) TILE_CASE(NR, 2) TILE_CASE(NR, 3) TILE_CASE(NR, 4)            \
     TILE_CASE(NR, 5) TILE_CASE(NR, 6)
 
-static void tile_dispatch(int nr, int nt, const __m512i *wb, const __m512i *xb, int steps, __m512 *acc)
+static void tile_dispatch(int nr, int nt, const __m512i *wb, const __m512i *xb, int steps, int first,
+                          __m512 *acc)
 {
     switch (nr * 8 + nt) {
         TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4)
@@ -243,8 +237,6 @@ static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, siz
         int nrd = r1 - rb < RBD ? r1 - rb : RBD;
         for (int g0 = 0; g0 < n; g0 += TG) {
             int ng = n - g0 < TG ? n - g0 : TG;
-            for (int i = 0; i < nrd * TG; i++)
-                acc[i] = _mm512_setzero_ps();
             for (int k0 = 0; k0 < q->cols; k0 += CHUNK) {
                 int len = q->cols - k0 < CHUNK ? q->cols - k0 : CHUNK;
                 int steps = (len + STEP - 1) / STEP;
@@ -263,11 +255,17 @@ static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, siz
                 for (int i0 = 0; i0 < nrd; i0 += RB)
                     for (int t0 = 0; t0 < ng; t0 += TB)
                         tile_dispatch(nrd - i0 < RB ? nrd - i0 : RB, ng - t0 < TB ? ng - t0 : TB,
-                                      wb + i0 * CSTEPS * 2, xb + t0 * CSTEPS * 2, steps, acc + i0 * TG + t0);
+                                      wb + i0 * CSTEPS * 2, xb + t0 * CSTEPS * 2, steps, k0 == 0,
+                                      acc + i0 * TG + t0);
             }
-            for (int i = 0; i < nrd; i++)
-                for (int t = 0; t < ng; t++)
-                    Y[(size_t)(g0 + t) * ldy + rb + i] = fold16(acc[i * TG + t]);
+            /* 16 rows of a token folded together: one store */
+            for (int t = 0; t < ng; t++)
+                for (int i0 = 0; i0 < nrd; i0 += 16) {
+                    __m512 v[16];
+                    for (int m = 0; m < 16; m++)
+                        v[m] = i0 + m < nrd ? acc[(i0 + m) * TG + t] : _mm512_setzero_ps();
+                    _mm512_mask_storeu_ps(Y + (size_t)(g0 + t) * ldy + rb + i0, m16(nrd - i0), fold16x16(v));
+                }
         }
     }
 }

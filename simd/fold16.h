@@ -1,0 +1,45 @@
+/* The final sum of a 16-lane fp32 accumulator, in the one order every
+ * AVX-512 kernel uses: lanes (i, i+8) added, then (i, i+4), (i, i+2),
+ * (i, i+1). fold16x16 folds 16 accumulators at once, the same additions
+ * done across vectors, so that a many-token product ends with one vector
+ * store per 16 rows where fold16 and a scalar store per value cost as
+ * much as the products themselves on short rows. Include after a
+ * `#pragma GCC target` that enables AVX-512 F/DQ. */
+#ifndef DSV4_SIMD_FOLD16_H
+#define DSV4_SIMD_FOLD16_H
+
+#include <immintrin.h>
+
+static inline float fold16(__m512 v)
+{
+    __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    __m128 d = _mm_add_ss(c, _mm_movehdup_ps(c));
+    return _mm_cvtss_f32(d);
+}
+
+/* Lane m of the result is fold16(v[m]), bit for bit. */
+static inline __m512 fold16x16(const __m512 v[16])
+{
+    __m512 a[8], b[4], c[2];
+    /* (i, i+8): vectors 2p and 2p+1 side by side, 8 sums each */
+    for (int p = 0; p < 8; p++)
+        a[p] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * p], v[2 * p + 1], 0x44),
+                             _mm512_shuffle_f32x4(v[2 * p], v[2 * p + 1], 0xee));
+    /* (i, i+4): 128-bit block k of b[q] holds vector 4q + k's 4 sums */
+    for (int q = 0; q < 4; q++)
+        b[q] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * q], a[2 * q + 1], 0x88),
+                             _mm512_shuffle_f32x4(a[2 * q], a[2 * q + 1], 0xdd));
+    /* (i, i+2): per block, the 2 sums of b[2h]'s vector then b[2h+1]'s */
+    for (int h = 0; h < 2; h++) {
+        __m512d x = _mm512_castps_pd(b[2 * h]), y = _mm512_castps_pd(b[2 * h + 1]);
+        c[h] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+    }
+    /* (i, i+1): lane 4k + e holds vector 4e + k's sum */
+    __m512 d = _mm512_add_ps(_mm512_shuffle_ps(c[0], c[1], 0x88), _mm512_shuffle_ps(c[0], c[1], 0xdd));
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(order, d);
+}
+
+#endif

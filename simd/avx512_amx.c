@@ -55,21 +55,11 @@
 #include <unistd.h>
 #endif
 
+#include "amx.h"
 #include "bf16_decode.h"
 #include "kernels.h"
 
 const dsv4_kernels *kernels_avx512(void);
-int kernels_amx_usable(void);
-void matmul_fp8_amx(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X, size_t ldx,
-                    int n, int rows, int cols, int r0, int r1);
-void matmul_fp4_amx(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X, size_t ldx,
-                    int n, int rows, int cols, int r0, int r1);
-size_t amx_packed_bytes(int n, int cols);
-void amx_pack(void *P, const float *X, size_t ldx, int n, int cols, int fp4, int s0, int s1);
-void matmul_fp8_amx_packed(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X,
-                           size_t ldx, const void *P, int n, int rows, int cols, int r0, int r1);
-void matmul_fp4_amx_packed(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X,
-                           size_t ldx, const void *P, int n, int rows, int cols, int r0, int r1);
 
 /* One- and two-token path: columns decoded at a time, and columns of the
  * tokens' bf16 vectors kept at once. */

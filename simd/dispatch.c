@@ -1,5 +1,6 @@
 /* Picks the kernel table once, from what the CPU reports. */
 #include "kernels.h"
+#include "amx.h"
 
 #include <string.h>
 
@@ -22,17 +23,6 @@ void matmul_fp8_avx512bf16(float *Y, size_t ldy, const uint8_t *W, const uint8_t
                            size_t ldx, int n, int rows, int cols, int r0, int r1);
 void matmul_fp4_avx512bf16(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X,
                            size_t ldx, int n, int rows, int cols, int r0, int r1);
-int kernels_amx_usable(void);
-void matmul_fp8_amx(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X, size_t ldx,
-                    int n, int rows, int cols, int r0, int r1);
-void matmul_fp4_amx(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X, size_t ldx,
-                    int n, int rows, int cols, int r0, int r1);
-size_t amx_packed_bytes(int n, int cols);
-void amx_pack(void *P, const float *X, size_t ldx, int n, int cols, int fp4, int s0, int s1);
-void matmul_fp8_amx_packed(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X,
-                           size_t ldx, const void *P, int n, int rows, int cols, int r0, int r1);
-void matmul_fp4_amx_packed(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X,
-                           size_t ldx, const void *P, int n, int rows, int cols, int r0, int r1);
 
 static const dsv4_kernels *avx512_or_null(void)
 {

@@ -10,17 +10,13 @@
 
 #include <omp.h>
 
+#include "../simd/amx.h"
 #include "../simd/formats.h"
 #include "../simd/kernels.h"
 #include "linear.h"
 
 #define REL_TOL 1e-5
 
-int kernels_amx_usable(void);
-void matmul_fp8_amx(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X, size_t ldx,
-                    int n, int rows, int cols, int r0, int r1);
-void matmul_fp4_amx(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X, size_t ldx,
-                    int n, int rows, int cols, int r0, int r1);
 
 typedef void (*matmul_fn)(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X,
                           size_t ldx, int n, int rows, int cols, int r0, int r1);

@@ -126,8 +126,9 @@ static int same_input(const linear_job *a, const linear_job *b)
            pack_fp4(a) == pack_fp4(b);
 }
 
-/* Slots for the jobs that pack (slot_of[i], -1 for the others); their total
- * size, or 0 (and no slots) when the buffer cannot hold it. */
+/* Slots for the jobs that pack (slot_of[i], -1 for the others), laid out in
+ * the grown buffer; returns their count, 0 (and no slot) when the buffer
+ * cannot grow to hold them. */
 static int plan_packs(const dsv4_kernels *k, const linear_job *jobs, int n_jobs, pack_slot *slots,
                       int *slot_of)
 {

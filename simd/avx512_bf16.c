@@ -227,6 +227,23 @@ static void decode_chunk(const qmat *q, int r, int k0, __m512i *out /* [CSTEPS][
     }
 }
 
+/* Rows [r, r + nr) of a chunk of whole groups: the fast decoders, after the
+ * same per-row prefetch of the next chunk as decode_chunk. */
+static void decode_chunk_rows(const qmat *q, int r, int nr, int k0, __m512i *out)
+{
+    size_t row_bytes = q->fp4 ? (size_t)q->cols / 2 : (size_t)q->cols, chunk_bytes = q->fp4 ? CHUNK / 2 : CHUNK;
+    size_t next = (q->fp4 ? (size_t)k0 / 2 : (size_t)k0) + chunk_bytes, end = next + chunk_bytes;
+    end = end < row_bytes ? end : row_bytes;
+    for (int i = 0; i < nr; i++)
+        for (size_t b = next; b < end; b += 64)
+            _mm_prefetch((const char *)q->W + (size_t)(r + i) * row_bytes + b, _MM_HINT_T0);
+    int ng = (q->cols - k0 < CHUNK ? q->cols - k0 : CHUNK) / GROUP;
+    if (q->fp4)
+        decode_fp4_rows(q, r, nr, k0 / GROUP, ng, (uint16_t *)out, CSTEPS * 2 * 32, 32);
+    else
+        decode_fp8_rows(q, r, nr, k0 / GROUP, ng, (uint16_t *)out, CSTEPS * 2 * 32, 32);
+}
+
 static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, size_t ldx, int n, int r0,
                         int r1)
 {
@@ -244,8 +261,11 @@ static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, siz
                     prefetch_share((const char *)q->W + (size_t)(rb + RBD) * row_bytes,
                                    (size_t)(r1 - rb - RBD < RBD ? r1 - rb - RBD : RBD) * row_bytes, k0 / CHUNK,
                                    (q->cols + CHUNK - 1) / CHUNK);
-                for (int i = 0; i < nrd; i++)
-                    decode_chunk(q, rb + i, k0, wb + i * CSTEPS * 2);
+                if (whole_groups(q, k0 / STEP, steps))
+                    decode_chunk_rows(q, rb, nrd, k0, wb);
+                else
+                    for (int i = 0; i < nrd; i++)
+                        decode_chunk(q, rb + i, k0, wb + i * CSTEPS * 2);
                 for (int t = 0; t < ng; t++)
                     for (int s = 0; s < steps; s++) {
                         int k = k0 + s * STEP, l = q->cols - k < STEP ? q->cols - k : STEP;

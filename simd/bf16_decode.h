@@ -164,6 +164,77 @@ static inline __attribute__((always_inline)) void decode_step(const qmat *q, int
     }
 }
 
+/* ---- whole groups of many rows: the hot loops of the many-token paths ----
+ *
+ * decode_step pays for its generality (tails, the scale context rebuilt per
+ * row and group, offsets recomputed per step): about 4x its vector work.
+ * These decode rows [r, r + nr) x groups [g0, g0 + ng), all columns in
+ * range, to the same values in the same order: step s of row m as the
+ * vectors dst + m * rstride + 2s * vstride and + (2s + 1) * vstride (uint16
+ * units). FP4 goes a row at a time; FP8 rows of one 128-row block share the
+ * group's tables, built once per group. */
+
+/* Byte gathers that put block scale i (byte i) in every low byte of the
+ * words that block's columns take in w0 / w1 of a step (j: the step's half
+ * of the group); the high bytes are zeroed by the mask. */
+#define SPREAD16(b) b, b, b, b, b, b, b, b, b, b, b, b, b, b, b, b
+static const uint8_t idx_step_scale_b[2][64] __attribute__((aligned(64))) = {
+    {SPREAD16(0), SPREAD16(0), SPREAD16(1), SPREAD16(1)}, {SPREAD16(2), SPREAD16(2), SPREAD16(3), SPREAD16(3)}};
+#undef SPREAD16
+
+static inline __attribute__((always_inline)) void decode_fp4_rows(const qmat *q, int r, int nr, int g0, int ng,
+                                                                   uint16_t *dst, size_t rstride, size_t vstride)
+{
+    const __m512i lut = _mm512_load_si512(e2m1_lut), smax = _mm512_set1_epi16(S_MAX);
+    const __m512i sp0 = _mm512_load_si512(idx_step_scale_b[0]), sp1 = _mm512_load_si512(idx_step_scale_b[1]);
+    const __mmask64 low_bytes = 0x5555555555555555ull;
+    size_t row_bytes = (size_t)q->cols / 2, row_scales = (size_t)q->cols / 32;
+    for (int m = 0; m < nr; m++) {
+        const uint8_t *w = q->W + (size_t)(r + m) * row_bytes + (size_t)g0 * (GROUP / 2);
+        const uint8_t *s = q->scale + (size_t)(r + m) * row_scales + (size_t)g0 * (GROUP / 32);
+        uint16_t *o = dst + m * rstride;
+        for (int g = 0; g < ng; g++, w += GROUP / 2, s += GROUP / 32, o += 4 * vstride) {
+            __m512i sb = _mm512_castsi128_si512(_mm_loadu_si32(s));
+            __m512i d0 = _mm512_slli_epi16(_mm512_sub_epi16(smax, _mm512_maskz_permutexvar_epi8(low_bytes, sp0, sb)), 7);
+            __m512i d1 = _mm512_slli_epi16(_mm512_sub_epi16(smax, _mm512_maskz_permutexvar_epi8(low_bytes, sp1, sb)), 7);
+            __m512i b0 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)w));
+            __m512i b1 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(w + 32)));
+            _mm512_store_si512(o, _mm512_subs_epu16(_mm512_permutexvar_epi16(b0, lut), d0));
+            _mm512_store_si512(o + vstride, _mm512_subs_epu16(_mm512_permutexvar_epi16(_mm512_srli_epi16(b0, 4), lut), d0));
+            _mm512_store_si512(o + 2 * vstride, _mm512_subs_epu16(_mm512_permutexvar_epi16(b1, lut), d1));
+            _mm512_store_si512(o + 3 * vstride, _mm512_subs_epu16(_mm512_permutexvar_epi16(_mm512_srli_epi16(b1, 4), lut), d1));
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void decode_fp8_rows(const qmat *q, int r, int nr, int g0, int ng,
+                                                                   uint16_t *dst, size_t rstride, size_t vstride)
+{
+    size_t row_bytes = (size_t)q->cols;
+    for (int g = 0; g < ng; g++) {
+        gctx c = group_ctx(q, r, g0 + g);
+        for (int m = 0; m < nr; m++) {
+            if (m > 0 && (r + m) % 128 == 0)
+                c = group_ctx(q, r + m, g0 + g);
+            const uint8_t *w = q->W + (size_t)(r + m) * row_bytes + (size_t)(g0 + g) * GROUP;
+            uint16_t *o = dst + m * rstride + 4 * (size_t)g * vstride;
+            __m512i v0, v1, v2, v3;
+            fp8x64(_mm512_loadu_si512(w), &c, &v0, &v1);
+            fp8x64(_mm512_loadu_si512(w + STEP), &c, &v2, &v3);
+            _mm512_store_si512(o, v0);
+            _mm512_store_si512(o + vstride, v1);
+            _mm512_store_si512(o + 2 * vstride, v2);
+            _mm512_store_si512(o + 3 * vstride, v3);
+        }
+    }
+}
+
+/* Whether steps [s0, s0 + ns) are whole groups of columns in range. */
+static inline int whole_groups(const qmat *q, int s0, int ns)
+{
+    return s0 % 2 == 0 && ns % 2 == 0 && (size_t)(s0 + ns) * STEP <= (size_t)q->cols;
+}
+
 /* ---- activations of one step to bf16 in the weights' order ---- */
 
 static inline __attribute__((always_inline)) void prep_step(int fp4, const float *x, int len, __m512i *x0,

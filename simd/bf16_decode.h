@@ -182,27 +182,44 @@ static const uint8_t idx_step_scale_b[2][64] __attribute__((aligned(64))) = {
     {SPREAD16(0), SPREAD16(0), SPREAD16(1), SPREAD16(1)}, {SPREAD16(2), SPREAD16(2), SPREAD16(3), SPREAD16(3)}};
 #undef SPREAD16
 
+/* One FP4 group (64 bytes of codes w, 4 block scales s) as the four vectors
+ * of its two steps, in decode_step's order. */
+static inline __attribute__((always_inline)) void fp4_group(const uint8_t *w, const uint8_t *s, __m512i v[4])
+{
+    const __m512i lut = _mm512_load_si512(e2m1_lut), smax = _mm512_set1_epi16(S_MAX);
+    const __mmask64 low_bytes = 0x5555555555555555ull;
+    __m512i sb = _mm512_castsi128_si512(_mm_loadu_si32(s));
+    __m512i s0 = _mm512_maskz_permutexvar_epi8(low_bytes, _mm512_load_si512(idx_step_scale_b[0]), sb);
+    __m512i s1 = _mm512_maskz_permutexvar_epi8(low_bytes, _mm512_load_si512(idx_step_scale_b[1]), sb);
+    __m512i d0 = _mm512_slli_epi16(_mm512_sub_epi16(smax, s0), 7), d1 = _mm512_slli_epi16(_mm512_sub_epi16(smax, s1), 7);
+    __m512i b0 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)w));
+    __m512i b1 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(w + 32)));
+    v[0] = _mm512_subs_epu16(_mm512_permutexvar_epi16(b0, lut), d0);
+    v[1] = _mm512_subs_epu16(_mm512_permutexvar_epi16(_mm512_srli_epi16(b0, 4), lut), d0);
+    v[2] = _mm512_subs_epu16(_mm512_permutexvar_epi16(b1, lut), d1);
+    v[3] = _mm512_subs_epu16(_mm512_permutexvar_epi16(_mm512_srli_epi16(b1, 4), lut), d1);
+}
+
+/* One FP8 group (128 bytes of codes w) with its block's tables. */
+static inline __attribute__((always_inline)) void fp8_group(const uint8_t *w, const gctx *c, __m512i v[4])
+{
+    fp8x64(_mm512_loadu_si512(w), c, &v[0], &v[1]);
+    fp8x64(_mm512_loadu_si512(w + STEP), c, &v[2], &v[3]);
+}
+
 static inline __attribute__((always_inline)) void decode_fp4_rows(const qmat *q, int r, int nr, int g0, int ng,
                                                                    uint16_t *dst, size_t rstride, size_t vstride)
 {
-    const __m512i lut = _mm512_load_si512(e2m1_lut), smax = _mm512_set1_epi16(S_MAX);
-    const __m512i sp0 = _mm512_load_si512(idx_step_scale_b[0]), sp1 = _mm512_load_si512(idx_step_scale_b[1]);
-    const __mmask64 low_bytes = 0x5555555555555555ull;
     size_t row_bytes = (size_t)q->cols / 2, row_scales = (size_t)q->cols / 32;
     for (int m = 0; m < nr; m++) {
         const uint8_t *w = q->W + (size_t)(r + m) * row_bytes + (size_t)g0 * (GROUP / 2);
         const uint8_t *s = q->scale + (size_t)(r + m) * row_scales + (size_t)g0 * (GROUP / 32);
         uint16_t *o = dst + m * rstride;
         for (int g = 0; g < ng; g++, w += GROUP / 2, s += GROUP / 32, o += 4 * vstride) {
-            __m512i sb = _mm512_castsi128_si512(_mm_loadu_si32(s));
-            __m512i d0 = _mm512_slli_epi16(_mm512_sub_epi16(smax, _mm512_maskz_permutexvar_epi8(low_bytes, sp0, sb)), 7);
-            __m512i d1 = _mm512_slli_epi16(_mm512_sub_epi16(smax, _mm512_maskz_permutexvar_epi8(low_bytes, sp1, sb)), 7);
-            __m512i b0 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)w));
-            __m512i b1 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(w + 32)));
-            _mm512_store_si512(o, _mm512_subs_epu16(_mm512_permutexvar_epi16(b0, lut), d0));
-            _mm512_store_si512(o + vstride, _mm512_subs_epu16(_mm512_permutexvar_epi16(_mm512_srli_epi16(b0, 4), lut), d0));
-            _mm512_store_si512(o + 2 * vstride, _mm512_subs_epu16(_mm512_permutexvar_epi16(b1, lut), d1));
-            _mm512_store_si512(o + 3 * vstride, _mm512_subs_epu16(_mm512_permutexvar_epi16(_mm512_srli_epi16(b1, 4), lut), d1));
+            __m512i v[4];
+            fp4_group(w, s, v);
+            for (int i = 0; i < 4; i++)
+                _mm512_store_si512(o + i * vstride, v[i]);
         }
     }
 }
@@ -216,15 +233,11 @@ static inline __attribute__((always_inline)) void decode_fp8_rows(const qmat *q,
         for (int m = 0; m < nr; m++) {
             if (m > 0 && (r + m) % 128 == 0)
                 c = group_ctx(q, r + m, g0 + g);
-            const uint8_t *w = q->W + (size_t)(r + m) * row_bytes + (size_t)(g0 + g) * GROUP;
             uint16_t *o = dst + m * rstride + 4 * (size_t)g * vstride;
-            __m512i v0, v1, v2, v3;
-            fp8x64(_mm512_loadu_si512(w), &c, &v0, &v1);
-            fp8x64(_mm512_loadu_si512(w + STEP), &c, &v2, &v3);
-            _mm512_store_si512(o, v0);
-            _mm512_store_si512(o + vstride, v1);
-            _mm512_store_si512(o + 2 * vstride, v2);
-            _mm512_store_si512(o + 3 * vstride, v3);
+            __m512i v[4];
+            fp8_group(q->W + (size_t)(r + m) * row_bytes + (size_t)(g0 + g) * GROUP, &c, v);
+            for (int i = 0; i < 4; i++)
+                _mm512_store_si512(o + i * vstride, v[i]);
         }
     }
 }

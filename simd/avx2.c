@@ -339,6 +339,7 @@ static const dsv4_kernels avx2_table = {
     .index_scores = index_scores_rows,
     .attend = attend_vec,
     .index_scores_fp4 = index_scores_fp4_scalar,
+    .act_quant_sim = fmt_act_quant_sim,
 };
 
 const dsv4_kernels *kernels_avx2(void)

@@ -607,6 +607,7 @@ static inline vec vround_bf16(vec v)
 void index_scores_fp4_avx512vnni(float *scores, const int8_t *q_codes, const float *q_scale,
                                  const float *w, const uint8_t *keys, const uint8_t *key_scale,
                                  int n_keys, int n_heads, int dim);
+void act_quant_sim_avx512(float *x, size_t n, size_t block); /* avx512_quant.c */
 
 static const dsv4_kernels avx512_table = {
     .isa = "avx512",
@@ -619,6 +620,7 @@ static const dsv4_kernels avx512_table = {
     .index_scores = index_scores_rows,
     .attend = attend_vec,
     .index_scores_fp4 = index_scores_fp4_avx512vnni,
+    .act_quant_sim = act_quant_sim_avx512,
 };
 
 /* AVX-512 without VNNI (Skylake-SP): the integer indexer falls back to C. */

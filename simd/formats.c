@@ -159,15 +159,19 @@ static float block_amax(const float *x, size_t n)
     return amax;
 }
 
+int fmt_act_quant_exp(float amax)
+{
+    /* The official kernel multiplies by the f32 1/448 (not divides); the
+     * product decides the mantissa test, so do the same. */
+    return ceil_log2_bits(fmaxf(amax, 1e-4f) * (1.0f / 448.0f));
+}
+
 void fmt_act_quant_sim(float *x, size_t n, size_t block)
 {
     for (size_t b0 = 0; b0 < n; b0 += block) {
         size_t len = n - b0 < block ? n - b0 : block;
         float *xb = x + b0;
-        float amax = fmaxf(block_amax(xb, len), 1e-4f);
-        /* The official kernel multiplies by the f32 1/448 (not divides); the
-         * product decides the mantissa test, so do the same. */
-        int e = ceil_log2_bits(amax * (1.0f / 448.0f));
+        int e = fmt_act_quant_exp(block_amax(xb, len));
         float s = pow2f(e), inv_s = pow2f(-e);
         for (size_t i = 0; i < len; i++) {
             float q = fminf(fmaxf(xb[i] * inv_s, -448.0f), 448.0f);

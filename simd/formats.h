@@ -21,6 +21,8 @@ float fmt_e2m1_to_f32(uint8_t code);        /* low 4 bits: 0,.5,1,1.5,2,3,4,6; b
  * contiguous values, s = 2^ceil(log2(max(amax,1e-4)/448)), x <- e4m3(x/s)*s.
  * A short last block is its own block. In place. */
 void fmt_act_quant_sim(float *x, size_t n, size_t block);
+/* That scale's exponent for a block whose largest |x| is amax (NaNs ignored). */
+int fmt_act_quant_exp(float amax);
 /* FP4 simulation (official fp4_act_quant): s = 2^ceil(log2(max(amax, 6*2^-126)/6)),
  * x <- e2m1(x/s)*s, per block. In place. */
 void fmt_fp4_quant_sim(float *x, size_t n, size_t block);

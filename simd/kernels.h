@@ -95,6 +95,10 @@ typedef struct {
     void (*index_scores_fp4)(float *scores, const int8_t *q_codes, const float *q_scale,
                              const float *w, const uint8_t *keys, const uint8_t *key_scale,
                              int n_keys, int n_heads, int dim);
+
+    /* FP8 simulation of activations in place: fmt_act_quant_sim (formats.h),
+     * bit for bit. */
+    void (*act_quant_sim)(float *x, size_t n, size_t block);
 } dsv4_kernels;
 
 #define INDEX_FP4_MAX_DIM 256

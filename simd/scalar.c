@@ -218,6 +218,7 @@ static const dsv4_kernels scalar_table = {
     .index_scores = index_scores_scalar,
     .attend = attend_scalar,
     .index_scores_fp4 = index_scores_fp4_scalar,
+    .act_quant_sim = fmt_act_quant_sim,
 };
 
 const dsv4_kernels *kernels_scalar(void)

@@ -146,11 +146,11 @@ static int quantizes_input(const dsv4_engine *e, const dsv4_linear *W)
     return is_release(e) && (W->fmt == DSV4_WF_FP8 || W->fmt == DSV4_WF_FP4);
 }
 
-static void act_quant_rows(float *x, int n, int cols)
+static void act_quant_rows(const dsv4_kernels *k, float *x, int n, int cols)
 {
 #pragma omp parallel for schedule(static) if ((long)n * cols >= PAR_MIN && n > 1)
     for (int t = 0; t < n; t++)
-        fmt_act_quant_sim(x + (size_t)t * cols, (size_t)cols, 128);
+        k->act_quant_sim(x + (size_t)t * cols, (size_t)cols, 128);
 }
 
 /* torch.nn.functional.softplus (beta 1, threshold 20), then sqrt. */
@@ -253,7 +253,7 @@ static void swiglu_act(const dsv4_engine *e, float *gate, float *up, int m, int 
         if (release) {
             fmt_round_bf16_array(g, (size_t)len);
             if (quant_h) /* c0 is a multiple of the block of 128 */
-                fmt_act_quant_sim(g, (size_t)len, 128);
+                e->k->act_quant_sim(g, (size_t)len, 128);
         }
     }
 }
@@ -363,7 +363,7 @@ void moe_forward(const dsv4_engine *e, int layer, moe_scratch *s, const float *x
     /* The same FP8-simulated input feeds every FP8/FP4 expert linear. */
     if (release) {
         memcpy(s->xq, x, (size_t)n * row_bytes);
-        act_quant_rows(s->xq, n, dim);
+        act_quant_rows(e->k, s->xq, n, dim);
     }
 
     memset(s->routed, 0, (size_t)n * row_bytes);

@@ -776,6 +776,52 @@ static void test_topk(void **state)
     check_topk(s3, 1, 1);
 }
 
+/* act_quant_sim of every table against fmt_act_quant_sim, bit for bit: a
+ * block whose scale is 1 (amax 448) holding the e4m3 rounding cases (ties
+ * to even in the normal and the uniform subnormal range, the 2^-6 edge, the
+ * top binade, signed zeros, NaN, inf), then random values over 80 binades,
+ * in blocks of 128 and 64 with a short last block and lengths off 16. */
+static void test_act_quant_sim(void **state)
+{
+    (void)state;
+    static const float cases[] = {448.0f, 1.0625f, 1.1875f, -1.0625f, 300.0f, 304.0f, 432.0f, 447.9f, -448.0f,
+                                  0x1p-6f, 0x1.ffp-7f, 0x1.8p-9f, 0x1.4p-9f, 0x1p-10f, 0x1p-11f, 0.0f, -0.0f,
+                                  0x1.2p-6f, 17.0f, -0.3f, 1e-30f, 500.0f, -1e9f};
+    const dsv4_kernels *kts[1 + MAX_SIMD];
+    int nk = all_tables(kts);
+    uint64_t seed = 99;
+    size_t n = 1000;
+    float *x = malloc(n * sizeof *x), *want = malloc(n * sizeof *want), *got = malloc(n * sizeof *got);
+    for (size_t i = 0; i < n; i++)
+        x[i] = ldexpf(test_rand_f(&seed), (int)(test_rand_u64(&seed) % 80) - 40);
+    memcpy(x, cases, sizeof cases);
+    x[200] = NAN;
+    x[250] = NAN; /* in the last vector of its block */
+    x[300] = INFINITY;
+    x[301] = -INFINITY;
+    for (size_t i = 400; i < 528; i++) /* one whole block of signed zeros and a denormal */
+        x[i] = i % 2 ? -0.0f : 0.0f;
+    x[450] = 1e-40f;
+    static const size_t lens[] = {1000, 999, 135, 17, 5};
+    for (int ki = 0; ki < nk; ki++)
+        for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++)
+            for (size_t block = 64; block <= 128; block += 64) {
+                memcpy(want, x, n * sizeof *x);
+                memcpy(got, x, n * sizeof *x);
+                fmt_act_quant_sim(want, lens[l], block);
+                kts[ki]->act_quant_sim(got, lens[l], block);
+                for (size_t i = 0; i < n; i++)
+                    if (memcmp(&want[i], &got[i], sizeof *got) != 0) {
+                        print_error("%s: n %zu block %zu, x[%zu] = %a: %a vs %a\n", kts[ki]->isa, lens[l], block, i,
+                                    x[i], got[i], want[i]);
+                        fail();
+                    }
+            }
+    free(x);
+    free(want);
+    free(got);
+}
+
 static void test_rmsnorm(void **state)
 {
     (void)state;
@@ -889,6 +935,7 @@ int main(void)
         cmocka_unit_test(test_attend_bf16_probs_by_hand),
         cmocka_unit_test(test_attend_edges),
         cmocka_unit_test(test_topk),
+        cmocka_unit_test(test_act_quant_sim),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),
     };

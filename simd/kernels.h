@@ -29,13 +29,13 @@ typedef struct {
     void (*matmul_fp4)(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale,
                        const float *X, size_t ldx, int n, int rows, int cols, int r0, int r1);
 
-    /* As matmul_fp8 / matmul_fp4, for activations X that are FP8-simulated
-     * (every value an e4m3 code times a power of two, as fmt_act_quant_sim
-     * leaves them): every weight and activation is then exact in bf16 and
-     * every product exact in fp32, so a kernel may multiply in bf16 with fp32
-     * accumulation. Same math as matmul_fp8/fp4 up to summation order (and
-     * products below 2^-126 flushed to zero); still independent of n, r0, r1.
-     * With X that is not FP8-simulated the result is X rounded to bf16 first. */
+    /* As matmul_fp8 / matmul_fp4, for activations X that are bf16 numbers,
+     * FP8-simulated ones (an e4m3 code times a power of two, as
+     * fmt_act_quant_sim leaves them) included: every weight and activation is
+     * then exact in bf16 and every product exact in fp32, so a kernel may
+     * multiply in bf16 with fp32 accumulation. Same math as matmul_fp8/fp4 up
+     * to summation order (and products below 2^-126 flushed to zero); still
+     * independent of n, r0, r1. Other X is rounded to bf16 first. */
     void (*matmul_fp8_e4m3act)(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale,
                                const float *X, size_t ldx, int n, int rows, int cols, int r0, int r1);
     void (*matmul_fp4_e4m3act)(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale,

@@ -627,10 +627,14 @@ static void output_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, attn
     prof_linear(prof, &L->wo_a, n);
     prof_linear(prof, &L->wo_b, n);
     linear_job jobs[64];
+    /* In release numerics o is bf16 (rounded after attend and the inverse
+     * RoPE): the exact bf16 products apply to wo_a's unquantized input too. */
+    int wo_a_bf16 = release && is_quantized(&L->wo_a);
     for (int g0 = 0; g0 < G; g0 += 64) {
         int nj = 0;
         for (int g = g0; g < G && g < g0 + 64; g++)
-            jobs[nj++] = (linear_job){&L->wo_a, st->oa, (size_t)G * r, st->o + g * gdim, qdim, n, g * r, (g + 1) * r, 0};
+            jobs[nj++] = (linear_job){&L->wo_a, st->oa, (size_t)G * r, st->o + g * gdim, qdim, n, g * r, (g + 1) * r,
+                                      wo_a_bf16};
         linear_matmul_jobs(e->k, jobs, nj);
     }
     if (release) {

@@ -30,15 +30,15 @@ void linear_matmul_rows(const dsv4_kernels *k, const dsv4_linear *W, float *Y, s
                         const float *X, size_t ldx, int n, int r0, int r1);
 /* Whole matrix: Y [n][rows], X [n][cols], dense. */
 void linear_matmul(const dsv4_kernels *k, const dsv4_linear *W, float *Y, const float *X, int n);
-/* The same products for X whose every row is FP8-simulated (fmt_act_quant_sim,
- * as release numerics leave the input of an FP8/FP4 linear): FP8/FP4 weights
- * then use the kernels' exact bf16 products (matmul_fp8/fp4_e4m3act); other
- * formats are computed as above. */
+/* The same products for X whose every value is a bf16 number (FP8-simulated
+ * by fmt_act_quant_sim, as release numerics leave the input of an FP8/FP4
+ * linear, or rounded to bf16): FP8/FP4 weights then use the kernels' exact
+ * bf16 products (matmul_fp8/fp4_e4m3act); other formats are computed as above. */
 void linear_matmul_rows_e4m3act(const dsv4_kernels *k, const dsv4_linear *W, float *Y, size_t ldy,
                                 const float *X, size_t ldx, int n, int r0, int r1);
 void linear_matmul_e4m3act(const dsv4_kernels *k, const dsv4_linear *W, float *Y, const float *X, int n);
 /* One matrix product of a batch: Y[t][r] = W[r]·X[t] for t < n, r in [r0, r1);
- * e4m3act: X is FP8-simulated (as linear_matmul_rows_e4m3act). */
+ * e4m3act: X is bf16-exact (as linear_matmul_rows_e4m3act). */
 typedef struct {
     const dsv4_linear *W;
     float *Y;

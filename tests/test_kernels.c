@@ -99,7 +99,8 @@ static double mat_at(const mat *m, int r, int k)
 }
 
 /* When set, FP8/FP4 products go through the kernels' e4m3act entries and
- * make_x FP8-simulates the activations those entries require. */
+ * make_x makes the activations those entries require: FP8-simulated (1) or
+ * bf16 numbers only (2). */
 static int e4m3act;
 
 static void run_matmul(const dsv4_kernels *kt, const mat *m, float *Y, size_t ldy, const float *X,
@@ -135,9 +136,11 @@ static float *make_x(int n, size_t ldx, uint64_t seed)
     float *x = malloc(((size_t)n * ldx + 1) * sizeof *x);
     for (size_t i = 0; i < (size_t)n * ldx + 1; i++)
         x[i] = test_rand_f(&seed);
-    if (e4m3act)
+    if (e4m3act == 1)
         for (int t = 0; t < n; t++)
             fmt_act_quant_sim(x + (size_t)t * ldx, ldx, 128);
+    else if (e4m3act == 2) /* bf16 numbers that are not FP8-simulated */
+        fmt_round_bf16_array(x, (size_t)n * ldx + 1);
     return x;
 }
 
@@ -474,6 +477,23 @@ static void test_e4m3act(void **state)
 /* Scales the bf16 decoding cannot fold (tiny, huge, NaN) send their rows to
  * the fp32 path: each such row equals matmul_fp8/fp4 bit for bit, and the
  * other rows are unaffected. */
+/* The e4m3act entries with inputs that are bf16 but not FP8-simulated (wo_a's
+ * in release numerics): still the exact products, within fp32 summation. */
+static void test_e4m3act_bf16_inputs(void **state)
+{
+    (void)state;
+    e4m3act = 2;
+    const dsv4_kernels *kts[1 + MAX_SIMD];
+    int nk = all_tables(kts);
+    for (int i = 0; i < nk; i++)
+        for (int f = FP8; f <= FP4; f++) {
+            check_matmul_vs_double(kts[i], f, 37, 1056, 9);
+            check_matmul_vs_double(kts[i], f, 5, 4096, 2);
+            check_matmul_vs_double(kts[i], f, 130, 160, 17);
+        }
+    e4m3act = 0;
+}
+
 static void test_e4m3act_scale_range(void **state)
 {
     (void)state;
@@ -930,6 +950,7 @@ int main(void)
         cmocka_unit_test(test_simd_paths_bitwise),
         cmocka_unit_test(test_fp8_nan_codes),
         cmocka_unit_test(test_e4m3act),
+        cmocka_unit_test(test_e4m3act_bf16_inputs),
         cmocka_unit_test(test_e4m3act_scale_range),
         cmocka_unit_test(test_attend),
         cmocka_unit_test(test_attend_bf16_probs_by_hand),

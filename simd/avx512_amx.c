@@ -181,12 +181,7 @@ int kernels_amx_usable(void)
 static inline __attribute__((always_inline)) void decode_row(const qmat *q, int r, int s0, int ns,
                                                               uint16_t *dst, size_t tstride)
 {
-    /* the same row's next run of steps: rows are decoded a run at a time,
-     * side by side, the pattern the hardware prefetchers follow badly */
-    size_t row_bytes = q->fp4 ? (size_t)q->cols / 2 : (size_t)q->cols, step_bytes = q->fp4 ? STEP / 2 : STEP;
-    size_t next = (size_t)(s0 + ns) * step_bytes;
-    for (size_t b = next; b < next + (size_t)ns * step_bytes && b < row_bytes; b += 64)
-        _mm_prefetch((const char *)q->W + (size_t)r * row_bytes + b, _MM_HINT_T0);
+    prefetch_next_run(q, r, s0, ns);
     gctx c = group_ctx(q, r, s0 * STEP / GROUP);
     for (int i = 0; i < ns; i++) {
         int k = (s0 + i) * STEP, j = (k % GROUP) / STEP;
@@ -268,13 +263,10 @@ static void write_c(const float *C, float *Y, size_t ldy, int row, int nr, int n
 static void small_decode(const qmat *q, int rb, int nr, int s0, int ns, uint16_t *A)
 {
     /* row m of the block is row m % 16 of A tile m / 16: 32 values apart throughout */
-    if (whole_groups(q, s0, ns)) {
-        size_t row_bytes = q->fp4 ? (size_t)q->cols / 2 : (size_t)q->cols, step_bytes = q->fp4 ? STEP / 2 : STEP;
-        size_t next = (size_t)(s0 + ns) * step_bytes, end = next + (size_t)ns * step_bytes;
-        end = end < row_bytes ? end : row_bytes;
-        for (int m = 0; m < nr; m++) /* each row's next run, as decode_row does */
-            for (size_t b = next; b < end; b += 64)
-                _mm_prefetch((const char *)q->W + (size_t)(rb + m) * row_bytes + b, _MM_HINT_T0);
+    int whole = whole_groups(q, s0, ns);
+    if (whole) {
+        for (int m = 0; m < nr; m++)
+            prefetch_next_run(q, rb + m, s0, ns);
         if (q->fp4)
             decode_fp4_rows(q, rb, nr, s0 / 2, ns / 2, A, 32, 2 * 16 * 32);
         else
@@ -284,7 +276,7 @@ static void small_decode(const qmat *q, int rb, int nr, int s0, int ns, uint16_t
         uint16_t *dst = A + (m / 16) * 16 * 32 + (m % 16) * 32;
         if (m >= nr)
             zero_row(ns, dst, 2 * 16 * 32);
-        else if (!whole_groups(q, s0, ns))
+        else if (!whole)
             decode_row(q, rb + m, s0, ns, dst, 2 * 16 * 32);
     }
 }

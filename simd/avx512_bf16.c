@@ -244,12 +244,7 @@ static void tile_dispatch(int nr, int nt, const __m512i *wb, const __m512i *xb, 
 static void decode_chunk(const qmat *q, int r, int k0, __m512i *out /* [CSTEPS][2] */)
 {
     int end = k0 + CHUNK < q->cols ? k0 + CHUNK : q->cols;
-    /* this row's next chunk: rows are decoded a chunk at a time, side by
-     * side, the pattern the hardware prefetchers follow badly */
-    size_t row_bytes = q->fp4 ? (size_t)q->cols / 2 : (size_t)q->cols, chunk_bytes = q->fp4 ? CHUNK / 2 : CHUNK;
-    size_t next = (q->fp4 ? (size_t)k0 / 2 : (size_t)k0) + chunk_bytes;
-    for (size_t b = next; b < next + chunk_bytes && b < row_bytes; b += 64)
-        _mm_prefetch((const char *)q->W + (size_t)r * row_bytes + b, _MM_HINT_T0);
+    prefetch_next_run(q, r, k0 / STEP, CSTEPS);
     for (int g = k0 / GROUP; g * GROUP < end; g++) {
         gctx c = group_ctx(q, r, g);
         for (int j = 0; j < 2 && g * GROUP + j * STEP < end; j++) {
@@ -269,12 +264,8 @@ static void decode_chunk(const qmat *q, int r, int k0, __m512i *out /* [CSTEPS][
  * same per-row prefetch of the next chunk as decode_chunk. */
 static void decode_chunk_rows(const qmat *q, int r, int nr, int k0, __m512i *out)
 {
-    size_t row_bytes = q->fp4 ? (size_t)q->cols / 2 : (size_t)q->cols, chunk_bytes = q->fp4 ? CHUNK / 2 : CHUNK;
-    size_t next = (q->fp4 ? (size_t)k0 / 2 : (size_t)k0) + chunk_bytes, end = next + chunk_bytes;
-    end = end < row_bytes ? end : row_bytes;
     for (int i = 0; i < nr; i++)
-        for (size_t b = next; b < end; b += 64)
-            _mm_prefetch((const char *)q->W + (size_t)(r + i) * row_bytes + b, _MM_HINT_T0);
+        prefetch_next_run(q, r + i, k0 / STEP, CSTEPS);
     int ng = (q->cols - k0 < CHUNK ? q->cols - k0 : CHUNK) / GROUP;
     if (q->fp4)
         decode_fp4_rows(q, r, nr, k0 / GROUP, ng, (uint16_t *)out, CSTEPS * 2 * 32, 32);

@@ -399,13 +399,12 @@ static void pack_tokens(void *P, const float *X, size_t ldx, int n, int cols, in
     }
 }
 
-/* Rows per block (two A tiles), columns per decoded chunk, and tokens whose
- * C tiles one pass over the columns keeps: in the tiles themselves up to 32,
- * else in stack scratch between chunks. 128 columns: a chunk's B tiles for
- * 64 tokens (16 KiB) and both A buffers then fit Sapphire Rapids' 48 KiB L1;
- * at 256 one 32-row item ran 1.5-2.5x slower on one core, its tile loads
- * coming from L2. (Decoding a whole row range into L2 first and keeping C in
- * the tiles was slower still.) */
+/* Rows per block (two A tiles), columns per decoded chunk, and tokens per
+ * group (their C tiles wait in stack scratch while other token pairs run).
+ * 128 columns: a chunk's B tiles for 64 tokens (16 KiB) and both A buffers
+ * then fit Sapphire Rapids' 48 KiB L1; at 256 one 32-row item ran 1.5-2.5x
+ * slower on one core, its tile loads coming from L2. (Decoding a whole row
+ * range into L2 first and keeping C in the tiles was slower still.) */
 #ifndef PK_KC
 #define PK_KC 128
 #endif
@@ -415,22 +414,26 @@ static void pack_tokens(void *P, const float *X, size_t ldx, int n, int cols, in
 #endif
 #define PK_TT (PK_TG / 16)
 
-/* C tile (i, j) of the group: tile register 2i + j while kept in tiles. */
+/* C tile (i, j) of the group in scratch; tile register 2i + j (0-3) while computed. */
 #define CS(i, j) (&C[((i) * PK_TT + (j)) * 256])
 
+/* How a token pair's C tiles start a chunk: already in the tile registers,
+ * at zero, or from scratch. */
+enum { C_KEEP, C_ZERO, C_LOAD };
+
 /* Row tiles [0, ni) x token tiles [j, j + nj) of the group (the product's
- * [jp, jp + nj)) for one chunk, over its kt k-tiles. mode 0: C lives in the tiles; 1: starts at zero, 2: comes from
- * scratch; 1 and 2 store it back. */
-static inline __attribute__((always_inline)) void pk_block(int ni, int nj, int mode, int kt, const uint16_t *A,
-                                                            const void *P, int tiles_n, int kt0, int kt_total,
-                                                            int jp, int j, float *C)
+ * [jp, jp + nj)) for one chunk, over its kt k-tiles; C starts as `start`
+ * says and goes back to scratch if `store`. */
+static inline __attribute__((always_inline)) void pk_block(int ni, int nj, int start, int store, int kt,
+                                                            const uint16_t *A, const void *P, int tiles_n, int kt0,
+                                                            int kt_total, int jp, int j, float *C)
 {
-    if (mode == 1) {
+    if (start == C_ZERO) {
         TILE_ZERO(0);
         TILE_ZERO(1);
         TILE_ZERO(2);
         TILE_ZERO(3);
-    } else if (mode == 2) {
+    } else if (start == C_LOAD) {
         TILE_LOAD(0, CS(0, j), 64);
         if (nj == 2)
             TILE_LOAD(1, CS(0, j + 1), 64);
@@ -454,7 +457,7 @@ static inline __attribute__((always_inline)) void pk_block(int ni, int nj, int m
         if (ni == 2 && nj == 2)
             TILE_DP(3, 5, 7);
     }
-    if (mode != 0) {
+    if (store) {
         TILE_STORE(0, CS(0, j), 64);
         if (nj == 2)
             TILE_STORE(1, CS(0, j + 1), 64);
@@ -465,15 +468,23 @@ static inline __attribute__((always_inline)) void pk_block(int ni, int nj, int m
     }
 }
 
-static inline __attribute__((always_inline)) void pk_blocks(int ni, int mode, int kt, const uint16_t *A,
-                                                             const void *P, int tiles_n, int kt0, int kt_total,
-                                                             int j0, int tt, float *C)
+/* Chunk ch of nch for every token pair of a group of tt token tiles. The
+ * pairs go forward in even chunks and backward in odd ones, so the pair a
+ * chunk ends with starts the next one with its C still in the tiles: one C
+ * round trip through scratch fewer per chunk (with one pair, 32 tokens or
+ * fewer, none at all). Each C element still takes its k-tiles in order. */
+static inline __attribute__((always_inline)) void pk_blocks(int ni, int kt, const uint16_t *A, const void *P,
+                                                             int tiles_n, int kt0, int kt_total, int j0, int tt,
+                                                             int ch, int nch, float *C)
 {
-    for (int j = 0; j < tt; j += 2) {
+    int np = (tt + 1) / 2;
+    for (int idx = 0; idx < np; idx++) {
+        int j = 2 * (ch % 2 == 0 ? idx : np - 1 - idx);
+        int start = ch == 0 ? C_ZERO : idx == 0 ? C_KEEP : C_LOAD, store = idx < np - 1 || ch == nch - 1;
         if (tt - j >= 2)
-            pk_block(ni, 2, mode, kt, A, P, tiles_n, kt0, kt_total, j0 + j, j, C);
+            pk_block(ni, 2, start, store, kt, A, P, tiles_n, kt0, kt_total, j0 + j, j, C);
         else
-            pk_block(ni, 1, mode, kt, A, P, tiles_n, kt0, kt_total, j0 + j, j, C);
+            pk_block(ni, 1, start, store, kt, A, P, tiles_n, kt0, kt_total, j0 + j, j, C);
     }
 }
 
@@ -488,13 +499,6 @@ static __attribute__((noinline)) void matmul_packed(const qmat *q, float *Y, siz
         int nr = r1 - rb < 32 ? r1 - rb : 32, ni = nr > 16 ? 2 : 1;
         for (int g0 = 0; g0 < n; g0 += PK_TG) {
             int ng = n - g0 < PK_TG ? n - g0 : PK_TG, tt = (ng + 15) / 16, j0 = g0 / 16;
-            int keep = tt <= 2;
-            if (keep) {
-                TILE_ZERO(0);
-                TILE_ZERO(1);
-                TILE_ZERO(2);
-                TILE_ZERO(3);
-            }
             small_decode(q, rb, nr, 0, steps < cs ? steps : cs, Ab[0]);
             for (int ch = 0; ch < nch; ch++) {
                 int c0 = ch * cs, ns = steps - c0 < cs ? steps - c0 : cs;
@@ -504,29 +508,10 @@ static __attribute__((noinline)) void matmul_packed(const qmat *q, float *Y, siz
                     int c1 = c0 + cs;
                     small_decode(q, rb, nr, c1, steps - c1 < cs ? steps - c1 : cs, Ab[(ch + 1) & 1]);
                 }
-                const uint16_t *A = Ab[ch & 1];
-                int mode = keep ? 0 : ch == 0 ? 1 : 2;
-                if (ni == 2 && mode == 0)
-                    pk_blocks(2, 0, 2 * ns, A, P, tiles_n, 2 * c0, 2 * steps, j0, tt, C);
-                else if (ni == 2 && mode == 1)
-                    pk_blocks(2, 1, 2 * ns, A, P, tiles_n, 2 * c0, 2 * steps, j0, tt, C);
-                else if (ni == 2)
-                    pk_blocks(2, 2, 2 * ns, A, P, tiles_n, 2 * c0, 2 * steps, j0, tt, C);
-                else if (mode == 0)
-                    pk_blocks(1, 0, 2 * ns, A, P, tiles_n, 2 * c0, 2 * steps, j0, tt, C);
-                else if (mode == 1)
-                    pk_blocks(1, 1, 2 * ns, A, P, tiles_n, 2 * c0, 2 * steps, j0, tt, C);
-                else
-                    pk_blocks(1, 2, 2 * ns, A, P, tiles_n, 2 * c0, 2 * steps, j0, tt, C);
-            }
-            if (keep) {
-                TILE_STORE(0, CS(0, 0), 64);
-                if (tt == 2)
-                    TILE_STORE(1, CS(0, 1), 64);
                 if (ni == 2)
-                    TILE_STORE(2, CS(1, 0), 64);
-                if (ni == 2 && tt == 2)
-                    TILE_STORE(3, CS(1, 1), 64);
+                    pk_blocks(2, 2 * ns, Ab[ch & 1], P, tiles_n, 2 * c0, 2 * steps, j0, tt, ch, nch, C);
+                else
+                    pk_blocks(1, 2 * ns, Ab[ch & 1], P, tiles_n, 2 * c0, 2 * steps, j0, tt, ch, nch, C);
             }
             for (int i = 0; i < ni; i++)
                 for (int j = 0; j < tt; j++) {

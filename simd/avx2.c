@@ -332,6 +332,7 @@ static const dsv4_kernels avx2_table = {
     .isa = "avx2",
     .matmul_f32 = matmul_f32_avx2,
     .matmul_bf16 = matmul_bf16_avx2,
+    .matmul_bf16_bf16act = matmul_bf16_avx2,
     .matmul_fp8 = matmul_fp8_avx2,
     .matmul_fp4 = matmul_fp4_avx2,
     .matmul_fp8_e4m3act = matmul_fp8_avx2, /* exact products: no other math needed */

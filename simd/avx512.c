@@ -613,6 +613,7 @@ static const dsv4_kernels avx512_table = {
     .isa = "avx512",
     .matmul_f32 = matmul_f32_avx512,
     .matmul_bf16 = matmul_bf16_avx512,
+    .matmul_bf16_bf16act = matmul_bf16_avx512,
     .matmul_fp8 = matmul_fp8_avx512,
     .matmul_fp4 = matmul_fp4_avx512,
     .matmul_fp8_e4m3act = matmul_fp8_avx512, /* dispatch.c swaps in avx512_bf16.c where the CPU has BF16 */

@@ -23,6 +23,8 @@ void matmul_fp8_avx512bf16(float *Y, size_t ldy, const uint8_t *W, const uint8_t
                            size_t ldx, int n, int rows, int cols, int r0, int r1);
 void matmul_fp4_avx512bf16(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X,
                            size_t ldx, int n, int rows, int cols, int r0, int r1);
+void matmul_bf16_avx512bf16(float *Y, size_t ldy, const uint16_t *W, const float *X, size_t ldx, int n, int rows,
+                            int cols, int r0, int r1);
 
 static const dsv4_kernels *avx512_or_null(void)
 {
@@ -45,6 +47,7 @@ static const dsv4_kernels *avx512_or_null(void)
     with_bf16 = *t;
     with_bf16.matmul_fp8_e4m3act = matmul_fp8_avx512bf16;
     with_bf16.matmul_fp4_e4m3act = matmul_fp4_avx512bf16;
+    with_bf16.matmul_bf16_bf16act = matmul_bf16_avx512bf16;
     with_bf16.e4m3act_isa = "avx512bf16";
     return &with_bf16;
 }

@@ -96,6 +96,13 @@ typedef struct {
                              const float *w, const uint8_t *keys, const uint8_t *key_scale,
                              int n_keys, int n_heads, int dim);
 
+    /* As matmul_bf16, for activations X that are bf16 numbers: every product
+     * is then exact in fp32, so a kernel may take them with bf16 dot products.
+     * Same math up to summation order (and products below 2^-126 flushed);
+     * independent of n, r0, r1. Other X is rounded to bf16 first. */
+    void (*matmul_bf16_bf16act)(float *Y, size_t ldy, const uint16_t *W, const float *X, size_t ldx,
+                                int n, int rows, int cols, int r0, int r1);
+
     /* FP8 simulation of activations in place: fmt_act_quant_sim (formats.h),
      * bit for bit. */
     void (*act_quant_sim)(float *x, size_t n, size_t block);

@@ -383,6 +383,7 @@ static dsv4_kernels neon_table = {
     .isa = "neon",
     .matmul_f32 = matmul_f32_neon,
     .matmul_bf16 = matmul_bf16_neon,
+    .matmul_bf16_bf16act = matmul_bf16_neon,
     .matmul_fp8 = matmul_fp8_neon,
     .matmul_fp4 = matmul_fp4_neon,
     .matmul_fp8_e4m3act = matmul_fp8_neon, /* exact products: no other math needed */

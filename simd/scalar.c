@@ -211,6 +211,7 @@ static const dsv4_kernels scalar_table = {
     .isa = "scalar",
     .matmul_f32 = matmul_f32_scalar,
     .matmul_bf16 = matmul_bf16_scalar,
+    .matmul_bf16_bf16act = matmul_bf16_scalar,
     .matmul_fp8 = matmul_fp8_scalar,
     .matmul_fp4 = matmul_fp4_scalar,
     .matmul_fp8_e4m3act = matmul_fp8_scalar, /* the exact products need no other math */

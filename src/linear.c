@@ -29,6 +29,10 @@ static void matmul_chunk(const dsv4_kernels *k, const dsv4_linear *W, float *Y, 
         k->matmul_fp4_e4m3act(Y, ldy, W->data, W->scale, X, ldx, n, W->rows, W->cols, r0, r1);
         return;
     }
+    if (e4m3act && W->fmt == DSV4_WF_BF16) {
+        k->matmul_bf16_bf16act(Y, ldy, W->data, X, ldx, n, W->rows, W->cols, r0, r1);
+        return;
+    }
     switch (W->fmt) {
     case DSV4_WF_F32:
         k->matmul_f32(Y, ldy, W->data, X, ldx, n, W->rows, W->cols, r0, r1);

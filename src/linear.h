@@ -32,8 +32,9 @@ void linear_matmul_rows(const dsv4_kernels *k, const dsv4_linear *W, float *Y, s
 void linear_matmul(const dsv4_kernels *k, const dsv4_linear *W, float *Y, const float *X, int n);
 /* The same products for X whose every value is a bf16 number (FP8-simulated
  * by fmt_act_quant_sim, as release numerics leave the input of an FP8/FP4
- * linear, or rounded to bf16): FP8/FP4 weights then use the kernels' exact
- * bf16 products (matmul_fp8/fp4_e4m3act); other formats are computed as above. */
+ * linear, or rounded to bf16): FP8/FP4/BF16 weights then use the kernels'
+ * exact bf16 products (matmul_fp8/fp4_e4m3act, matmul_bf16_bf16act); F32
+ * weights are computed as above. */
 void linear_matmul_rows_e4m3act(const dsv4_kernels *k, const dsv4_linear *W, float *Y, size_t ldy,
                                 const float *X, size_t ldx, int n, int r0, int r1);
 void linear_matmul_e4m3act(const dsv4_kernels *k, const dsv4_linear *W, float *Y, const float *X, int n);

@@ -267,7 +267,10 @@ static void compute_logits(const dsv4_engine *e, forward_state *st, const float 
     rmsnorm_rows(e, st->normed, st->u, e->w.norm, n);
     prof_linear(&st->prof, &e->w.head, n);
     prof_bytes(&st->prof, (double)e->cfg.hc_mult * e->cfg.hc_mult * dim * sizeof(float), 0);
-    linear_matmul(e->k, &e->w.head, logits, st->normed, n);
+    if (e->opt.numerics == DSV4_NUMERICS_RELEASE) /* normed is bf16 there (rmsnorm_rows) */
+        linear_matmul_e4m3act(e->k, &e->w.head, logits, st->normed, n);
+    else
+        linear_matmul(e->k, &e->w.head, logits, st->normed, n);
 }
 
 static const int kind_part[] = {

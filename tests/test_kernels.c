@@ -98,9 +98,9 @@ static double mat_at(const mat *m, int r, int k)
     }
 }
 
-/* When set, FP8/FP4 products go through the kernels' e4m3act entries and
- * make_x makes the activations those entries require: FP8-simulated (1) or
- * bf16 numbers only (2). */
+/* When set, FP8/FP4 products go through the kernels' e4m3act entries (BF16
+ * ones through matmul_bf16_bf16act) and make_x makes the activations those
+ * entries require: FP8-simulated (1) or bf16 numbers only (2). */
 static int e4m3act;
 
 static void run_matmul(const dsv4_kernels *kt, const mat *m, float *Y, size_t ldy, const float *X,
@@ -112,6 +112,10 @@ static void run_matmul(const dsv4_kernels *kt, const mat *m, float *Y, size_t ld
     }
     if (e4m3act && m->fmt == FP4) {
         kt->matmul_fp4_e4m3act(Y, ldy, m->W, m->scale, X, ldx, n, m->rows, m->cols, r0, r1);
+        return;
+    }
+    if (e4m3act && m->fmt == BF16) {
+        kt->matmul_bf16_bf16act(Y, ldy, m->W, X, ldx, n, m->rows, m->cols, r0, r1);
         return;
     }
     switch (m->fmt) {
@@ -478,19 +482,31 @@ static void test_e4m3act(void **state)
  * the fp32 path: each such row equals matmul_fp8/fp4 bit for bit, and the
  * other rows are unaffected. */
 /* The e4m3act entries with inputs that are bf16 but not FP8-simulated (wo_a's
- * in release numerics): still the exact products, within fp32 summation. */
+ * in release numerics), and matmul_bf16_bf16act (the head's): still the
+ * exact products, within fp32 summation; the BF16 one also invariant to the
+ * token count and the row split, at ragged shapes. */
 static void test_e4m3act_bf16_inputs(void **state)
 {
     (void)state;
     e4m3act = 2;
     const dsv4_kernels *kts[1 + MAX_SIMD];
     int nk = all_tables(kts);
-    for (int i = 0; i < nk; i++)
-        for (int f = FP8; f <= FP4; f++) {
+    for (int i = 0; i < nk; i++) {
+        for (int f = BF16; f <= FP4; f++) {
             check_matmul_vs_double(kts[i], f, 37, 1056, 9);
             check_matmul_vs_double(kts[i], f, 5, 4096, 2);
             check_matmul_vs_double(kts[i], f, 130, 160, 17);
         }
+        for (size_t s = 0; s < sizeof odd_shapes / sizeof odd_shapes[0]; s++)
+            check_matmul_vs_double(kts[i], BF16, odd_shapes[s][0], odd_shapes[s][1], odd_shapes[s][2]);
+        check_invariance(kts[i], BF16, 70, 160, 17);
+        check_invariance(kts[i], BF16, 13, 2048, 64);
+        check_invariance(kts[i], BF16, 300, 1000, 9);
+        check_invariance(kts[i], BF16, 9, 7168, 7);
+        check_invariance(kts[i], BF16, 19, 200, 6);
+        check_invariance(kts[i], BF16, 21, 9000, 5); /* rows too long to convert the tokens once */
+        check_matmul_vs_double(kts[i], BF16, 20, 9000, 2);
+    }
     e4m3act = 0;
 }
 

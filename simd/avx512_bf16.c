@@ -307,14 +307,7 @@ static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, siz
                                       wb + i0 * CSTEPS * 2, xb + t0 * CSTEPS * 2, steps, k0 == 0,
                                       acc + i0 * TG + t0);
             }
-            /* 16 rows of a token folded together: one store */
-            for (int t = 0; t < ng; t++)
-                for (int i0 = 0; i0 < nrd; i0 += 16) {
-                    __m512 v[16];
-                    for (int m = 0; m < 16; m++)
-                        v[m] = i0 + m < nrd ? acc[(i0 + m) * TG + t] : _mm512_setzero_ps();
-                    _mm512_mask_storeu_ps(Y + (size_t)(g0 + t) * ldy + rb + i0, m16(nrd - i0), fold16x16(v));
-                }
+            fold16_store_rows(Y + (size_t)g0 * ldy + rb, ldy, acc, TG, nrd, ng);
         }
     }
 }

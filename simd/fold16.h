@@ -42,4 +42,20 @@ static inline __m512 fold16x16(const __m512 v[16])
     return _mm512_permutexvar_ps(order, d);
 }
 
+/* A register-tile product's results: acc[i * stride + t] is row i's
+ * accumulator for token t (rows [0, nr), tokens [0, nt)); each is folded
+ * and stored at Y[t * ldy + i], 16 rows of a token per vector store. */
+static inline void fold16_store_rows(float *Y, size_t ldy, const __m512 *acc, int stride, int nr, int nt)
+{
+    for (int t = 0; t < nt; t++)
+        for (int i0 = 0; i0 < nr; i0 += 16) {
+            __m512 v[16];
+            for (int m = 0; m < 16; m++)
+                v[m] = i0 + m < nr ? acc[(i0 + m) * stride + t] : _mm512_setzero_ps();
+            int left = nr - i0;
+            _mm512_mask_storeu_ps(Y + (size_t)t * ldy + i0, left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1),
+                                  fold16x16(v));
+        }
+}
+
 #endif

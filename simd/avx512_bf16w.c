@@ -22,6 +22,7 @@
 
 #include "fold16.h"
 #include "kernels.h"
+#include "masks.h"
 #include "prefetch.h"
 
 void matmul_bf16_avx512bf16(float *Y, size_t ldy, const uint16_t *W, const float *X, size_t ldx, int n, int rows,
@@ -36,16 +37,6 @@ void matmul_bf16_avx512bf16(float *Y, size_t ldy, const uint16_t *W, const float
 #define RBD 64       /* rows per block of the many-token path */
 #define CHUNK 512    /* columns of the tokens converted at a time */
 #define CB (CHUNK / 32)
-
-static inline __mmask32 m32(int left)
-{
-    return left >= 32 ? (__mmask32)0xffffffffu : left <= 0 ? (__mmask32)0 : (__mmask32)((1u << left) - 1);
-}
-
-static inline __mmask16 m16(int left)
-{
-    return left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
-}
 
 /* Columns [k, k + 32) of a token as bf16 pairs in natural order (zeros past len). */
 static inline __m512i x32(const float *x, int len)

@@ -15,13 +15,9 @@
 #include <immintrin.h>
 
 #include "formats.h"
+#include "masks.h"
 
 void act_quant_sim_avx512(float *x, size_t n, size_t block);
-
-static inline __mmask16 tail16(size_t left)
-{
-    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-}
 
 static inline __m512 e4m3_round(__m512 q)
 {
@@ -45,13 +41,13 @@ void act_quant_sim_avx512(float *x, size_t n, size_t block)
         float *xb = x + b0;
         __m512 amax = _mm512_setzero_ps();
         for (size_t i = 0; i < len; i += 16)
-            amax = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(tail16(len - i), xb + i)), amax);
+            amax = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(m16(len - i < 16 ? (int)(len - i) : 16), xb + i)), amax);
         int e = fmt_act_quant_exp(_mm512_reduce_max_ps(amax));
         /* e is within [-126, 126]: both powers of two are normal */
         __m512 s = _mm512_castsi512_ps(_mm512_set1_epi32((127 + e) << 23));
         __m512 inv_s = _mm512_castsi512_ps(_mm512_set1_epi32((127 - e) << 23));
         for (size_t i = 0; i < len; i += 16) {
-            __mmask16 m = tail16(len - i);
+            __mmask16 m = m16(len - i < 16 ? (int)(len - i) : 16);
             __m512 q = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xb + i), inv_s);
             q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(-448.0f)), _mm512_set1_ps(448.0f));
             _mm512_mask_storeu_ps(xb + i, m, _mm512_mul_ps(e4m3_round(q), s));

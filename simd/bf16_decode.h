@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "masks.h"
+
 #define STEP 64   /* columns per step */
 #define GROUP 128 /* columns per scale context (FP8 block; 4 FP4 blocks) */
 
@@ -24,21 +26,6 @@ typedef struct {
     const uint8_t *W, *scale;
     int rows, cols;
 } qmat;
-
-static inline __mmask16 m16(int left)
-{
-    return left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
-}
-
-static inline __mmask32 m32(int left)
-{
-    return left >= 32 ? (__mmask32)0xffffffffu : left <= 0 ? (__mmask32)0 : (__mmask32)((1u << left) - 1);
-}
-
-static inline __mmask64 m64(int left)
-{
-    return left >= 64 ? ~(__mmask64)0 : left <= 0 ? (__mmask64)0 : (((__mmask64)1 << left) - 1);
-}
 
 /* ---- tables ---- */
 

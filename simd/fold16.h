@@ -10,6 +10,8 @@
 
 #include <immintrin.h>
 
+#include "masks.h"
+
 static inline float fold16(__m512 v)
 {
     __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
@@ -52,9 +54,7 @@ static inline void fold16_store_rows(float *Y, size_t ldy, const __m512 *acc, in
             __m512 v[16];
             for (int m = 0; m < 16; m++)
                 v[m] = i0 + m < nr ? acc[(i0 + m) * stride + t] : _mm512_setzero_ps();
-            int left = nr - i0;
-            _mm512_mask_storeu_ps(Y + (size_t)t * ldy + i0, left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1),
-                                  fold16x16(v));
+            _mm512_mask_storeu_ps(Y + (size_t)t * ldy + i0, m16(nr - i0), fold16x16(v));
         }
 }
 

@@ -232,13 +232,16 @@ static inline __attribute__((always_inline)) void decode_fp8_rows(const qmat *q,
 /* Row r's next run of ns steps (the ones after [s0, s0 + ns)) into L1: rows
  * are decoded a run at a time, side by side, the pattern the hardware
  * prefetchers follow badly. */
+#ifndef RUN_PREFETCH_HINT
+#define RUN_PREFETCH_HINT _MM_HINT_T0 /* an includer may choose L2 (see avx512_amx.c) */
+#endif
 static inline void prefetch_next_run(const qmat *q, int r, int s0, int ns)
 {
     size_t row_bytes = q->fp4 ? (size_t)q->cols / 2 : (size_t)q->cols, step_bytes = q->fp4 ? STEP / 2 : STEP;
     size_t next = (size_t)(s0 + ns) * step_bytes, end = next + (size_t)ns * step_bytes;
     end = end < row_bytes ? end : row_bytes;
     for (size_t b = next; b < end; b += 64)
-        _mm_prefetch((const char *)q->W + (size_t)r * row_bytes + b, _MM_HINT_T0);
+        _mm_prefetch((const char *)q->W + (size_t)r * row_bytes + b, RUN_PREFETCH_HINT);
 }
 
 /* Whether steps [s0, s0 + ns) are whole groups of columns in range. */

@@ -204,21 +204,23 @@ static inline __attribute__((always_inline)) void tile(int nr, int nt, const __m
         #pragma GCC unroll 8
         for (int t = 0; t < nt; t++)
             a[i][t] = first ? _mm512_setzero_ps() : acc[i * TG + t];
-    for (int s = 0; s < steps; s++)
-        #pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            __m512i w[RB];
+    /* one vector (half a step) per iteration, not unrolled: 24 accumulators,
+     * 4 weights and an activation fit the 32 registers only so (unrolled,
+     * GCC spilled two accumulators into the dependency chains) */
+    #pragma GCC unroll 1
+    for (int v = 0; v < 2 * steps; v++) {
+        __m512i w[RB];
+        #pragma GCC unroll 8
+        for (int i = 0; i < nr; i++)
+            w[i] = _mm512_load_si512(wb + i * CSTEPS * 2 + v);
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) {
+            __m512i x = _mm512_load_si512(xb + t * CSTEPS * 2 + v);
             #pragma GCC unroll 8
             for (int i = 0; i < nr; i++)
-                w[i] = _mm512_load_si512(wb + (i * CSTEPS + s) * 2 + h);
-            #pragma GCC unroll 8
-            for (int t = 0; t < nt; t++) {
-                __m512i x = _mm512_load_si512(xb + (t * CSTEPS + s) * 2 + h);
-                #pragma GCC unroll 8
-                for (int i = 0; i < nr; i++)
-                    a[i][t] = dp(a[i][t], w[i], x);
-            }
+                a[i][t] = dp(a[i][t], w[i], x);
         }
+    }
     #pragma GCC unroll 8
     for (int i = 0; i < nr; i++)
         #pragma GCC unroll 8

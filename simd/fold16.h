@@ -52,8 +52,14 @@ static inline void fold16_store_rows(float *Y, size_t ldy, const __m512 *acc, in
     for (int t = 0; t < nt; t++)
         for (int i0 = 0; i0 < nr; i0 += 16) {
             __m512 v[16];
-            for (int m = 0; m < 16; m++)
-                v[m] = i0 + m < nr ? acc[(i0 + m) * stride + t] : _mm512_setzero_ps();
+            if (nr - i0 >= 16) {
+                /* unrolled, so v stays in registers (a loop went through a stack copy) */
+                #pragma GCC unroll 16
+                for (int m = 0; m < 16; m++)
+                    v[m] = acc[(i0 + m) * stride + t];
+            } else
+                for (int m = 0; m < 16; m++)
+                    v[m] = i0 + m < nr ? acc[(i0 + m) * stride + t] : _mm512_setzero_ps();
             _mm512_mask_storeu_ps(Y + (size_t)t * ldy + i0, m16(nr - i0), fold16x16(v));
         }
 }

@@ -96,7 +96,7 @@ static mats make_mats(dsv4_wformat fmt, int rows, int cols)
                     : fmt == DSV4_WF_BF16 ? (size_t)rows * cols * 2 : (size_t)rows * cols * 4;
     size_t sbytes = fmt == DSV4_WF_FP4 ? (size_t)rows * (cols / 32)
                     : fmt == DSV4_WF_FP8 ? (size_t)((rows + 127) / 128) * ((cols + 127) / 128) : 0;
-    size_t target = (size_t)(quick ? 256 : 1024) << 20; /* >> any last-level cache */
+    size_t target = roofline_memory_bytes((size_t)(quick ? 256 : 1024) << 20);
     mats M = {.bytes = wbytes + sbytes};
     M.copies = (int)((target + M.bytes - 1) / M.bytes);
     if (M.copies < 1)
@@ -218,7 +218,7 @@ static void bench_indexer(int n_keys, double bw, double vnni_peak)
         w[h] = 0.01f * (float)h;
     /* enough independent key sets that they come from memory */
     size_t kbytes = (size_t)n_keys * (dim / 2), sbytes = (size_t)n_keys * nb;
-    int sets = (int)(((size_t)(quick ? 128 : 512) << 20) / (kbytes + sbytes)) + 1;
+    int sets = (int)(roofline_memory_bytes((size_t)(quick ? 128 : 512) << 20) / (kbytes + sbytes)) + 1;
     uint8_t **keys = calloc((size_t)sets, sizeof *keys), **ks = calloc((size_t)sets, sizeof *ks);
     for (int i = 0; i < sets; i++) {
         keys[i] = big(kbytes);
@@ -332,8 +332,11 @@ int main(int argc, char **argv)
     }
     if (quick)
         roofline_set_iterations(20000000L / 8);
-    double bw = roofline_read_gbs(0, (size_t)(quick ? 256 : 1024) << 20);
-    report("probe_read_bw", quick ? "256 MiB" : "1 GiB", "-", 0, bw, bw, "GB/s");
+    size_t probe_bytes = roofline_memory_bytes((size_t)(quick ? 256 : 1024) << 20);
+    double bw = roofline_read_gbs(0, probe_bytes);
+    char probe_shape[64];
+    snprintf(probe_shape, sizeof probe_shape, "%zu MiB (LLC %zu MiB)", probe_bytes >> 20, roofline_llc_bytes() >> 20);
+    report("probe_read_bw", probe_shape, "-", 0, bw, bw, "GB/s");
     /* the matmuls' ceiling: the FMA peak of the vectors the chosen kernels use */
     /* the "amx" table is the avx512 one with AMX release-numerics products:
      * its fp32 kernels run on the AVX-512 FMA units */

@@ -11,9 +11,20 @@
 
 #include <stddef.h>
 
-/* GB/s (1e9 bytes) reading a buffer of `bytes` (0: 1 GiB; choose it much
- * larger than the last-level cache to measure memory, not cache). */
+/* GB/s (1e9 bytes) reading a buffer of `bytes` (0: roofline_memory_bytes
+ * of 1 GiB; choose it much larger than the last-level cache to measure
+ * memory, not cache). */
 double roofline_read_gbs(int threads, size_t bytes);
+
+/* A size that reads from memory, not cache: at least `at_least`, and
+ * LLC_MULTIPLE times the last-level cache where the system reports one
+ * (sysfs, else glibc), but at most an eighth of the physical memory. One Sapphire Rapids-class VM reports a 300 MiB L3: a
+ * 256 MiB probe there read 95-211 GB/s from one run to the next. */
+#define LLC_MULTIPLE 8
+size_t roofline_memory_bytes(size_t at_least);
+
+/* The last-level cache in bytes as this process sees it, 0 if unknown. */
+size_t roofline_llc_bytes(void);
 
 /* Peak fp32 GFLOP/s of vfmadd with vectors of `isa`: "avx512" (zmm),
  * "avx2" (ymm, FMA3), "neon" (fmla q), or NULL for the widest this CPU has. */

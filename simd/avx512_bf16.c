@@ -193,10 +193,44 @@ MATVEC_FN(matvec_fp4, 1, 8)
 
 #define CSTEPS (CHUNK / STEP)
 
-/* first: the accumulators start at zero (the first chunk) rather than from acc. */
+/* The tile's final sums, folded in registers: 16 accumulators at a time
+ * (4 tokens x RB rows, lane 4t + i; absent ones zero) through fold16x16, which
+ * gives fold16's bits, then each token's RB rows as one masked store. Folding
+ * here rather than from acc after the last chunk saves the strided reload of
+ * every accumulator from L2 (30-50% of a 1024-column product at 64-512 tokens
+ * on one Zen 5 core). */
+static inline __attribute__((always_inline)) void fold_tile(int nr, int nt, __m512 a[RB][TB], float *y, size_t ldy)
+{
+    _Static_assert(RB == 4 && TB <= 8, "fold_tile packs 4 rows per 128-bit lane, two folds");
+    const __mmask8 rows = (__mmask8)((1u << nr) - 1);
+    #pragma GCC unroll 2
+    for (int t0 = 0; t0 < 8; t0 += 4) {
+        if (t0 >= nt)
+            break;
+        __m512 v[16];
+        #pragma GCC unroll 16
+        for (int m = 0; m < 16; m++) {
+            int t = t0 + m / 4, i = m % 4;
+            v[m] = t < nt && i < nr ? a[i][t < TB ? t : 0] : _mm512_setzero_ps();
+        }
+        __m512 f = fold16x16(v);
+        __m128 q[4] = {_mm512_extractf32x4_ps(f, 0), _mm512_extractf32x4_ps(f, 1), _mm512_extractf32x4_ps(f, 2),
+                       _mm512_extractf32x4_ps(f, 3)};
+        #pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            if (t0 + k < nt)
+                _mm_mask_storeu_ps(y + (size_t)(t0 + k) * ldy, rows, q[k]);
+    }
+}
+
+/* first: the accumulators start at zero (the first chunk) rather than from
+ * acc; last: the sums are folded into y (row i of token t at y[t * ldy + i])
+ * rather than kept in acc. */
 static inline __attribute__((always_inline)) void tile(int nr, int nt, const __m512i *wb /* [RBD][CSTEPS][2] */,
                                                         const __m512i *xb /* [TG][CSTEPS][2] */, int steps,
-                                                        int first, __m512 *acc /* [RBD][TG], at the tile's corner */)
+                                                        int first, int last,
+                                                        __m512 *acc /* [RBD][TG], at the tile's corner */, float *y,
+                                                        size_t ldy)
 {
     __m512 a[RB][TB];
     #pragma GCC unroll 8
@@ -221,6 +255,10 @@ static inline __attribute__((always_inline)) void tile(int nr, int nt, const __m
                 a[i][t] = dp(a[i][t], w[i], x);
         }
     }
+    if (last) {
+        fold_tile(nr, nt, a, y, ldy);
+        return;
+    }
     #pragma GCC unroll 8
     for (int i = 0; i < nr; i++)
         #pragma GCC unroll 8
@@ -230,13 +268,13 @@ static inline __attribute__((always_inline)) void tile(int nr, int nt, const __m
 
 #define TILE_CASE(NR, NT)                                                                          \
     case (NR) * 8 + (NT):                                                                          \
-        tile(NR, NT, wb, xb, steps, first, acc);                                                   \
+        tile(NR, NT, wb, xb, steps, first, last, acc, y, ldy);                                     \
         break;
 #define TILE_ROW(NR) TILE_CASE(NR, 1) TILE_CASE(NR, 2) TILE_CASE(NR, 3) TILE_CASE(NR, 4)            \
     TILE_CASE(NR, 5) TILE_CASE(NR, 6)
 
-static void tile_dispatch(int nr, int nt, const __m512i *wb, const __m512i *xb, int steps, int first,
-                          __m512 *acc)
+static void tile_dispatch(int nr, int nt, const __m512i *wb, const __m512i *xb, int steps, int first, int last,
+                          __m512 *acc, float *y, size_t ldy)
 {
     switch (nr * 8 + nt) {
         TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4)
@@ -303,13 +341,13 @@ static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, siz
                         prep_step(q->fp4, X + (size_t)(g0 + t) * ldx + k, l, &xb[(t * CSTEPS + s) * 2],
                                   &xb[(t * CSTEPS + s) * 2 + 1]);
                     }
+                int last = k0 + CHUNK >= q->cols;
                 for (int i0 = 0; i0 < nrd; i0 += RB)
                     for (int t0 = 0; t0 < ng; t0 += TB)
                         tile_dispatch(nrd - i0 < RB ? nrd - i0 : RB, ng - t0 < TB ? ng - t0 : TB,
-                                      wb + i0 * CSTEPS * 2, xb + t0 * CSTEPS * 2, steps, k0 == 0,
-                                      acc + i0 * TG + t0);
+                                      wb + i0 * CSTEPS * 2, xb + t0 * CSTEPS * 2, steps, k0 == 0, last,
+                                      acc + i0 * TG + t0, Y + (size_t)(g0 + t0) * ldy + rb + i0, ldy);
             }
-            fold16_store_rows(Y + (size_t)g0 * ldy + rb, ldy, acc, TG, nrd, ng);
         }
     }
 }

@@ -189,7 +189,7 @@ static void decode_chunk(const wsrc *s, int r, int k0, int len, float *buf)
  * aligned, whole blocks. */
 static inline __attribute__((always_inline)) void tile(int fp4, int nr, int nt, const float *buf, int len,
                                                         const float *xs, size_t ldxs,
-                                                        __m512 *acc /* [nr][TB] */)
+                                                        __m512 *acc /* [nr][TB] */, int last, float *y, size_t ldy)
 {
     __m512 a[RB][TB];
     #pragma GCC unroll 8
@@ -231,6 +231,12 @@ static inline __attribute__((always_inline)) void tile(int fp4, int nr, int nt, 
             }
         }
     }
+    /* last: the sums go to y (row i of token t at y[t * ldy + i]), folded here */
+    _Static_assert(RB == 4 && TB <= 8, "fold16_store_tile4 takes 4 rows and at most 8 tokens");
+    if (last) {
+        fold16_store_tile4(nr, nt, &a[0][0], TB, y, ldy);
+        return;
+    }
     #pragma GCC unroll 8
     for (int i = 0; i < nr; i++)
         #pragma GCC unroll 8
@@ -242,13 +248,13 @@ static inline __attribute__((always_inline)) void tile(int fp4, int nr, int nt, 
  * branch away. */
 #define TILE_CASE(FP4, NR, NT)                                                                     \
     case (NR) * 8 + (NT):                                                                          \
-        tile(FP4, NR, NT, buf, len, xs, ldxs, acc);                                                \
+        tile(FP4, NR, NT, buf, len, xs, ldxs, acc, last, y, ldy);                                  \
         break;
 #define TILE_ROW(FP4, NR) TILE_CASE(FP4, NR, 1) TILE_CASE(FP4, NR, 2) TILE_CASE(FP4, NR, 3)        \
     TILE_CASE(FP4, NR, 4) TILE_CASE(FP4, NR, 5) TILE_CASE(FP4, NR, 6)
 
 static void tile_dispatch(int fp4, int nr, int nt, const float *buf, int len, const float *xs, size_t ldxs,
-                          __m512 *acc)
+                          __m512 *acc, int last, float *y, size_t ldy)
 {
     if (fp4) {
         switch (nr * 8 + nt) {
@@ -302,21 +308,15 @@ static void matmul_gemm(float *Y, size_t ldy, const wsrc *s, const float *X, siz
                     xs = xo;
                     ldxs = CHUNK;
                 }
+                int last = k0 + CHUNK >= s->cols;
                 for (int rb = 0; rb < nrg; rb += RB) {
                     int nr = nrg - rb < RB ? nrg - rb : RB;
                     for (int t0 = 0; t0 < ng; t0 += TB)
                         tile_dispatch(s->fmt == W_FP4, nr, ng - t0 < TB ? ng - t0 : TB, buf + (size_t)rb * CHUNK, len,
                                       xs + (size_t)t0 * ldxs, ldxs,
-                                      acc + ((rb / RB) * TILES_PER_GROUP + t0 / TB) * RB * TB);
+                                      acc + ((rb / RB) * TILES_PER_GROUP + t0 / TB) * RB * TB, last,
+                                      Y + (size_t)(g0 + t0) * ldy + rg + rb, ldy);
                 }
-            }
-            /* a token's RG (= 16) rows, folded together: one store */
-            for (int t = 0; t < ng; t++) {
-                __m512 v[16];
-                for (int m = 0; m < 16; m++)
-                    v[m] = m < nrg ? acc[((m / RB) * TILES_PER_GROUP + t / TB) * RB * TB + (m % RB) * TB + t % TB]
-                                   : _mm512_setzero_ps();
-                _mm512_mask_storeu_ps(Y + (size_t)(g0 + t) * ldy + rg, tail_mask(nrg), fold16x16(v));
             }
         }
     }

@@ -193,36 +193,6 @@ MATVEC_FN(matvec_fp4, 1, 8)
 
 #define CSTEPS (CHUNK / STEP)
 
-/* The tile's final sums, folded in registers: 16 accumulators at a time
- * (4 tokens x RB rows, lane 4t + i; absent ones zero) through fold16x16, which
- * gives fold16's bits, then each token's RB rows as one masked store. Folding
- * here rather than from acc after the last chunk saves the strided reload of
- * every accumulator from L2 (30-50% of a 1024-column product at 64-512 tokens
- * on one Zen 5 core). */
-static inline __attribute__((always_inline)) void fold_tile(int nr, int nt, __m512 a[RB][TB], float *y, size_t ldy)
-{
-    _Static_assert(RB == 4 && TB <= 8, "fold_tile packs 4 rows per 128-bit lane, two folds");
-    const __mmask8 rows = (__mmask8)((1u << nr) - 1);
-    #pragma GCC unroll 2
-    for (int t0 = 0; t0 < 8; t0 += 4) {
-        if (t0 >= nt)
-            break;
-        __m512 v[16];
-        #pragma GCC unroll 16
-        for (int m = 0; m < 16; m++) {
-            int t = t0 + m / 4, i = m % 4;
-            v[m] = t < nt && i < nr ? a[i][t < TB ? t : 0] : _mm512_setzero_ps();
-        }
-        __m512 f = fold16x16(v);
-        __m128 q[4] = {_mm512_extractf32x4_ps(f, 0), _mm512_extractf32x4_ps(f, 1), _mm512_extractf32x4_ps(f, 2),
-                       _mm512_extractf32x4_ps(f, 3)};
-        #pragma GCC unroll 4
-        for (int k = 0; k < 4; k++)
-            if (t0 + k < nt)
-                _mm_mask_storeu_ps(y + (size_t)(t0 + k) * ldy, rows, q[k]);
-    }
-}
-
 /* first: the accumulators start at zero (the first chunk) rather than from
  * acc; last: the sums are folded into y (row i of token t at y[t * ldy + i])
  * rather than kept in acc. */
@@ -255,8 +225,9 @@ static inline __attribute__((always_inline)) void tile(int nr, int nt, const __m
                 a[i][t] = dp(a[i][t], w[i], x);
         }
     }
+    _Static_assert(RB == 4 && TB <= 8, "fold16_store_tile4 takes 4 rows and at most 8 tokens");
     if (last) {
-        fold_tile(nr, nt, a, y, ldy);
+        fold16_store_tile4(nr, nt, &a[0][0], TB, y, ldy);
         return;
     }
     #pragma GCC unroll 8

@@ -64,4 +64,36 @@ static inline void fold16_store_rows(float *Y, size_t ldy, const __m512 *acc, in
         }
 }
 
+/* A 4-row register tile's final sums, folded in registers: a[i * tb + t]
+ * is row i's accumulator for token t (rows [0, nr) of at most 4, tokens [0,
+ * nt) of at most 8). 16 at a time (4 tokens x 4 rows, lane 4t + i; absent
+ * ones zero) go through fold16x16, which gives fold16's bits, then each
+ * token's rows as one masked store at y + t * ldy. Folding in the tile
+ * after its last chunk spares the strided reload of every accumulator from
+ * memory that folding afterwards costs (18-50% of a 1024-column product at
+ * 64-512 tokens on one Zen 5 core). */
+static inline __attribute__((always_inline)) void fold16_store_tile4(int nr, int nt, const __m512 *a, int tb,
+                                                                      float *y, size_t ldy)
+{
+    const __mmask8 rows = (__mmask8)((1u << nr) - 1);
+    #pragma GCC unroll 2
+    for (int t0 = 0; t0 < 8; t0 += 4) {
+        if (t0 >= nt)
+            break;
+        __m512 v[16];
+        #pragma GCC unroll 16
+        for (int m = 0; m < 16; m++) {
+            int t = t0 + m / 4, i = m % 4;
+            v[m] = t < nt && i < nr ? a[i * tb + t] : _mm512_setzero_ps();
+        }
+        __m512 f = fold16x16(v);
+        __m128 q[4] = {_mm512_extractf32x4_ps(f, 0), _mm512_extractf32x4_ps(f, 1), _mm512_extractf32x4_ps(f, 2),
+                       _mm512_extractf32x4_ps(f, 3)};
+        #pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            if (t0 + k < nt)
+                _mm_mask_storeu_ps(y + (size_t)(t0 + k) * ldy, rows, q[k]);
+    }
+}
+
 #endif

@@ -125,7 +125,8 @@ static void matvec(float *Y, size_t ldy, const uint16_t *W, const float *X, size
 
 static inline __attribute__((always_inline)) void tile(int nr, int nt, const uint16_t *W, int cols, int k0,
                                                         int nb, const __m512i *xb /* [TG][CB] */, int first,
-                                                        __m512 *acc /* [RBD][TG], at the tile's corner */)
+                                                        int last, __m512 *acc /* [RBD][TG], at the tile's corner */,
+                                                        float *y, size_t ldy)
 {
     __m512 a[RB][TB];
     #pragma GCC unroll 4
@@ -147,6 +148,12 @@ static inline __attribute__((always_inline)) void tile(int nr, int nt, const uin
                 a[i][t] = dp(a[i][t], w[i], x);
         }
     }
+    /* last: the sums go to y (row i of token t at y[t * ldy + i]), folded here */
+    _Static_assert(RB == 4 && TB <= 8, "fold16_store_tile4 takes 4 rows and at most 8 tokens");
+    if (last) {
+        fold16_store_tile4(nr, nt, &a[0][0], TB, y, ldy);
+        return;
+    }
     #pragma GCC unroll 4
     for (int i = 0; i < nr; i++)
         #pragma GCC unroll 8
@@ -156,12 +163,12 @@ static inline __attribute__((always_inline)) void tile(int nr, int nt, const uin
 
 #define TILE_CASE(NR, NT)                                                                          \
     case (NR) * 8 + (NT):                                                                          \
-        tile(NR, NT, W, cols, k0, nb, xb, first, acc);                                             \
+        tile(NR, NT, W, cols, k0, nb, xb, first, last, acc, y, ldy);                               \
         break;
 #define TILE_ROW(NR) TILE_CASE(NR, 1) TILE_CASE(NR, 2) TILE_CASE(NR, 3) TILE_CASE(NR, 4) TILE_CASE(NR, 5) TILE_CASE(NR, 6)
 
 static void tile_dispatch(int nr, int nt, const uint16_t *W, int cols, int k0, int nb, const __m512i *xb, int first,
-                          __m512 *acc)
+                          int last, __m512 *acc, float *y, size_t ldy)
 {
     switch (nr * 8 + nt) {
         TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4)
@@ -185,13 +192,13 @@ static void gemm(float *Y, size_t ldy, const uint16_t *W, const float *X, size_t
                 for (int t = 0; t < ng; t++)
                     for (int b = 0; b < nb; b++)
                         xb[t * CB + b] = x32(X + (size_t)(g0 + t) * ldx + k0 + 32 * b, cols - k0 - 32 * b);
+                int last = k0 + CHUNK >= cols;
                 for (int i0 = 0; i0 < nrd; i0 += RB)
                     for (int t0 = 0; t0 < ng; t0 += TB)
                         tile_dispatch(nrd - i0 < RB ? nrd - i0 : RB, ng - t0 < TB ? ng - t0 : TB,
-                                      W + (size_t)(rb + i0) * cols, cols, k0, nb, xb + t0 * CB, k0 == 0,
-                                      acc + i0 * TG + t0);
+                                      W + (size_t)(rb + i0) * cols, cols, k0, nb, xb + t0 * CB, k0 == 0, last,
+                                      acc + i0 * TG + t0, Y + (size_t)(g0 + t0) * ldy + rb + i0, ldy);
             }
-            fold16_store_rows(Y + (size_t)g0 * ldy + rb, ldy, acc, TG, nrd, ng);
         }
     }
 }

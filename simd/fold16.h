@@ -1,9 +1,9 @@
 /* The final sum of a 16-lane fp32 accumulator, in the one order every
  * AVX-512 kernel uses: lanes (i, i+8) added, then (i, i+4), (i, i+2),
  * (i, i+1). fold16x16 folds 16 accumulators at once, the same additions
- * done across vectors, so that a many-token product ends with one vector
- * store per 16 rows where fold16 and a scalar store per value cost as
- * much as the products themselves on short rows. Include after a
+ * done across vectors, so that a many-token product's register tiles end
+ * with a few vector stores where fold16 and a scalar store per value cost
+ * as much as the products themselves on short rows. Include after a
  * `#pragma GCC target` that enables AVX-512 F/DQ. */
 #ifndef DSV4_SIMD_FOLD16_H
 #define DSV4_SIMD_FOLD16_H
@@ -42,26 +42,6 @@ static inline __m512 fold16x16(const __m512 v[16])
     __m512 d = _mm512_add_ps(_mm512_shuffle_ps(c[0], c[1], 0x88), _mm512_shuffle_ps(c[0], c[1], 0xdd));
     const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     return _mm512_permutexvar_ps(order, d);
-}
-
-/* A register-tile product's results: acc[i * stride + t] is row i's
- * accumulator for token t (rows [0, nr), tokens [0, nt)); each is folded
- * and stored at Y[t * ldy + i], 16 rows of a token per vector store. */
-static inline void fold16_store_rows(float *Y, size_t ldy, const __m512 *acc, int stride, int nr, int nt)
-{
-    for (int t = 0; t < nt; t++)
-        for (int i0 = 0; i0 < nr; i0 += 16) {
-            __m512 v[16];
-            if (nr - i0 >= 16) {
-                /* unrolled, so v stays in registers (a loop went through a stack copy) */
-                #pragma GCC unroll 16
-                for (int m = 0; m < 16; m++)
-                    v[m] = acc[(i0 + m) * stride + t];
-            } else
-                for (int m = 0; m < 16; m++)
-                    v[m] = i0 + m < nr ? acc[(i0 + m) * stride + t] : _mm512_setzero_ps();
-            _mm512_mask_storeu_ps(Y + (size_t)t * ldy + i0, m16(nr - i0), fold16x16(v));
-        }
 }
 
 /* A 4-row register tile's final sums, folded in registers: a[i * tb + t]

@@ -189,14 +189,15 @@ static void decode_chunk(const wsrc *s, int r, int k0, int len, float *buf)
  * aligned, whole blocks. */
 static inline __attribute__((always_inline)) void tile(int fp4, int nr, int nt, const float *buf, int len,
                                                         const float *xs, size_t ldxs,
-                                                        __m512 *acc /* [nr][TB] */, int last, float *y, size_t ldy)
+                                                        __m512 *acc /* [nr][TB] */, int first, int last, float *y,
+                                                        size_t ldy)
 {
     __m512 a[RB][TB];
     #pragma GCC unroll 8
     for (int i = 0; i < nr; i++)
         #pragma GCC unroll 8
         for (int t = 0; t < nt; t++)
-            a[i][t] = acc[i * TB + t];
+            a[i][t] = first ? _mm512_setzero_ps() : acc[i * TB + t];
     if (fp4) {
         for (int k = 0; k < len; k += 32) {
             __m512 wa[RB], wb[RB];
@@ -248,13 +249,13 @@ static inline __attribute__((always_inline)) void tile(int fp4, int nr, int nt, 
  * branch away. */
 #define TILE_CASE(FP4, NR, NT)                                                                     \
     case (NR) * 8 + (NT):                                                                          \
-        tile(FP4, NR, NT, buf, len, xs, ldxs, acc, last, y, ldy);                                  \
+        tile(FP4, NR, NT, buf, len, xs, ldxs, acc, first, last, y, ldy);                           \
         break;
 #define TILE_ROW(FP4, NR) TILE_CASE(FP4, NR, 1) TILE_CASE(FP4, NR, 2) TILE_CASE(FP4, NR, 3)        \
     TILE_CASE(FP4, NR, 4) TILE_CASE(FP4, NR, 5) TILE_CASE(FP4, NR, 6)
 
 static void tile_dispatch(int fp4, int nr, int nt, const float *buf, int len, const float *xs, size_t ldxs,
-                          __m512 *acc, int last, float *y, size_t ldy)
+                          __m512 *acc, int first, int last, float *y, size_t ldy)
 {
     if (fp4) {
         switch (nr * 8 + nt) {
@@ -285,8 +286,6 @@ static void matmul_gemm(float *Y, size_t ldy, const wsrc *s, const float *X, siz
         int nrg = r1 - rg < RG ? r1 - rg : RG;
         for (int g0 = 0; g0 < n; g0 += TG) {
             int ng = n - g0 < TG ? n - g0 : TG;
-            for (size_t i = 0; i < sizeof acc / sizeof acc[0]; i++)
-                acc[i] = _mm512_setzero_ps();
             for (int k0 = 0; k0 < s->cols; k0 += CHUNK) {
                 int len = s->cols - k0 < CHUNK ? s->cols - k0 : CHUNK;
                 if (g0 == 0 && rg + RG < r1) /* the next row group, over this group's chunks */
@@ -314,7 +313,7 @@ static void matmul_gemm(float *Y, size_t ldy, const wsrc *s, const float *X, siz
                     for (int t0 = 0; t0 < ng; t0 += TB)
                         tile_dispatch(s->fmt == W_FP4, nr, ng - t0 < TB ? ng - t0 : TB, buf + (size_t)rb * CHUNK, len,
                                       xs + (size_t)t0 * ldxs, ldxs,
-                                      acc + ((rb / RB) * TILES_PER_GROUP + t0 / TB) * RB * TB, last,
+                                      acc + ((rb / RB) * TILES_PER_GROUP + t0 / TB) * RB * TB, k0 == 0, last,
                                       Y + (size_t)(g0 + t0) * ldy + rg + rb, ldy);
                 }
             }

@@ -37,6 +37,7 @@ const dsv4_kernels *kernels_avx512_novnni(void);
 #define CHUNK 512    /* columns decoded at a time per row of a GEMM block */
 #define RB 4         /* rows per block */
 #define TB 6         /* tokens per register tile: RB*TB = 24 accumulators */
+_Static_assert(RB == 4 && TB <= 8, "tile_chunk_end folds 4 rows and at most 8 tokens");
 #define GEMM_MIN_N 4 /* below this, decode in registers (weights read once) */
 #define MV_RB 8      /* rows per in-register block for one token (4 for two or three) */
 
@@ -186,7 +187,8 @@ static void decode_chunk(const wsrc *s, int r, int k0, int len, float *buf)
 
 /* xs: the chunk's activations, token t at xs + t * ldxs; reads past the
  * chunk's end are masked off. FP4: already in fp4x32's order (fp4_order_x),
- * aligned, whole blocks. */
+ * aligned, whole blocks. first: the sums start at zero, not from acc; last:
+ * they end folded in y (row i of token t at y[t * ldy + i]), not in acc. */
 static inline __attribute__((always_inline)) void tile(int fp4, int nr, int nt, const float *buf, int len,
                                                         const float *xs, size_t ldxs,
                                                         __m512 *acc /* [nr][TB] */, int first, int last, float *y,
@@ -232,17 +234,7 @@ static inline __attribute__((always_inline)) void tile(int fp4, int nr, int nt, 
             }
         }
     }
-    /* last: the sums go to y (row i of token t at y[t * ldy + i]), folded here */
-    _Static_assert(RB == 4 && TB <= 8, "fold16_store_tile4 takes 4 rows and at most 8 tokens");
-    if (last) {
-        fold16_store_tile4(nr, nt, &a[0][0], TB, y, ldy);
-        return;
-    }
-    #pragma GCC unroll 8
-    for (int i = 0; i < nr; i++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < nt; t++)
-            acc[i * TB + t] = a[i][t];
+    tile_chunk_end(nr, nt, &a[0][0], TB, last, acc, TB, y, ldy);
 }
 
 /* FP4 is a literal in each case, so every inlined tile folds its format

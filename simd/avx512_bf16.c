@@ -58,6 +58,7 @@ void matmul_fp4_avx512bf16(float *Y, size_t ldy, const uint8_t *W, const uint8_t
 #define RBD 64        /* rows decoded per chunk on the many-token path: the activations'
                          bf16 conversion per chunk is shared by this many rows */
 #define TB 6          /* tokens per register tile */
+_Static_assert(RB == 4 && TB <= 8, "tile_chunk_end folds 4 rows and at most 8 tokens");
 #define TG 48         /* tokens whose accumulators live across chunks */
 #define GEMM_MIN_N 4  /* below this, decode in registers */
 #define MV_RB 8       /* most rows per in-register block (one token, FP4): the activations'
@@ -225,16 +226,7 @@ static inline __attribute__((always_inline)) void tile(int nr, int nt, const __m
                 a[i][t] = dp(a[i][t], w[i], x);
         }
     }
-    _Static_assert(RB == 4 && TB <= 8, "fold16_store_tile4 takes 4 rows and at most 8 tokens");
-    if (last) {
-        fold16_store_tile4(nr, nt, &a[0][0], TB, y, ldy);
-        return;
-    }
-    #pragma GCC unroll 8
-    for (int i = 0; i < nr; i++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < nt; t++)
-            acc[i * TG + t] = a[i][t];
+    tile_chunk_end(nr, nt, &a[0][0], TB, last, acc, TG, y, ldy);
 }
 
 #define TILE_CASE(NR, NT)                                                                          \

@@ -33,6 +33,7 @@ void matmul_bf16_avx512bf16(float *Y, size_t ldy, const uint16_t *W, const float
 #define GEMM_MIN_N 4 /* from here on, register tiles */
 #define RB 4         /* rows per tile */
 #define TB 6         /* tokens per tile */
+_Static_assert(RB == 4 && TB <= 8, "tile_chunk_end folds 4 rows and at most 8 tokens");
 #define TG 48        /* tokens whose accumulators live across chunks */
 #define RBD 64       /* rows per block of the many-token path */
 #define CHUNK 512    /* columns of the tokens converted at a time */
@@ -123,6 +124,8 @@ static void matvec(float *Y, size_t ldy, const uint16_t *W, const float *X, size
 
 /* ---- many tokens: RB x TB register tiles, accumulators carried across chunks ---- */
 
+/* first: the sums start at zero, not from acc; last: they end folded in y
+ * (row i of token t at y[t * ldy + i]), not in acc. */
 static inline __attribute__((always_inline)) void tile(int nr, int nt, const uint16_t *W, int cols, int k0,
                                                         int nb, const __m512i *xb /* [TG][CB] */, int first,
                                                         int last, __m512 *acc /* [RBD][TG], at the tile's corner */,
@@ -148,17 +151,7 @@ static inline __attribute__((always_inline)) void tile(int nr, int nt, const uin
                 a[i][t] = dp(a[i][t], w[i], x);
         }
     }
-    /* last: the sums go to y (row i of token t at y[t * ldy + i]), folded here */
-    _Static_assert(RB == 4 && TB <= 8, "fold16_store_tile4 takes 4 rows and at most 8 tokens");
-    if (last) {
-        fold16_store_tile4(nr, nt, &a[0][0], TB, y, ldy);
-        return;
-    }
-    #pragma GCC unroll 4
-    for (int i = 0; i < nr; i++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < nt; t++)
-            acc[i * TG + t] = a[i][t];
+    tile_chunk_end(nr, nt, &a[0][0], TB, last, acc, TG, y, ldy);
 }
 
 #define TILE_CASE(NR, NT)                                                                          \

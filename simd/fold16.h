@@ -76,4 +76,21 @@ static inline __attribute__((always_inline)) void fold16_store_tile4(int nr, int
     }
 }
 
+/* The end of a register tile's chunk: after the last chunk its sums are
+ * folded into y (fold16_store_tile4); before, they go back to acc (row i,
+ * token t at acc[i * astride + t]) for the next chunk to continue. */
+static inline __attribute__((always_inline)) void tile_chunk_end(int nr, int nt, const __m512 *a, int tb, int last,
+                                                                  __m512 *acc, int astride, float *y, size_t ldy)
+{
+    if (last) {
+        fold16_store_tile4(nr, nt, a, tb, y, ldy);
+        return;
+    }
+    #pragma GCC unroll 4
+    for (int i = 0; i < nr; i++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++)
+            acc[i * astride + t] = a[i * tb + t];
+}
+
 #endif

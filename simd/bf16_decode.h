@@ -229,11 +229,12 @@ static inline __attribute__((always_inline)) void decode_fp8_rows(const qmat *q,
     }
 }
 
-/* Row r's next run of ns steps (the ones after [s0, s0 + ns)) into L1: rows
- * are decoded a run at a time, side by side, the pattern the hardware
+/* Row r's next run of ns steps (the ones after [s0, s0 + ns)) into L1, or
+ * where the includer's RUN_PREFETCH_HINT says (avx512_amx.c: L2): rows are
+ * decoded a run at a time, side by side, the pattern the hardware
  * prefetchers follow badly. */
 #ifndef RUN_PREFETCH_HINT
-#define RUN_PREFETCH_HINT _MM_HINT_T0 /* an includer may choose L2 (see avx512_amx.c) */
+#define RUN_PREFETCH_HINT _MM_HINT_T0
 #endif
 static inline void prefetch_next_run(const qmat *q, int r, int s0, int ns)
 {

@@ -276,8 +276,6 @@ static void small_decode(const qmat *q, int rb, int nr, int s0, int ns, uint16_t
     /* row m of the block is row m % 16 of A tile m / 16: 32 values apart throughout */
     int whole = whole_groups(q, s0, ns);
     if (whole) {
-        for (int m = 0; m < nr; m++)
-            prefetch_next_run(q, rb + m, s0, ns);
         if (q->fp4)
             decode_fp4_rows(q, rb, nr, s0 / 2, ns / 2, A, 32, 2 * 16 * 32);
         else

@@ -267,8 +267,6 @@ static void decode_chunk(const qmat *q, int r, int k0, __m512i *out /* [CSTEPS][
  * same per-row prefetch of the next chunk as decode_chunk. */
 static void decode_chunk_rows(const qmat *q, int r, int nr, int k0, __m512i *out)
 {
-    for (int i = 0; i < nr; i++)
-        prefetch_next_run(q, r + i, k0 / STEP, CSTEPS);
     int ng = (q->cols - k0 < CHUNK ? q->cols - k0 : CHUNK) / GROUP;
     if (q->fp4)
         decode_fp4_rows(q, r, nr, k0 / GROUP, ng, (uint16_t *)out, CSTEPS * 2 * 32, 32);

@@ -194,11 +194,28 @@ static inline __attribute__((always_inline)) void fp8_group(const uint8_t *w, co
     fp8x64(_mm512_loadu_si512(w + STEP), c, &v[2], &v[3]);
 }
 
+/* Row r's next run of ns steps (the ones after [s0, s0 + ns)) into L1, or
+ * where the includer's RUN_PREFETCH_HINT says (avx512_amx.c: L2): rows are
+ * decoded a run at a time, side by side, the pattern the hardware
+ * prefetchers follow badly. */
+#ifndef RUN_PREFETCH_HINT
+#define RUN_PREFETCH_HINT _MM_HINT_T0
+#endif
+static inline void prefetch_next_run(const qmat *q, int r, int s0, int ns)
+{
+    size_t row_bytes = q->fp4 ? (size_t)q->cols / 2 : (size_t)q->cols, step_bytes = q->fp4 ? STEP / 2 : STEP;
+    size_t next = (size_t)(s0 + ns) * step_bytes, end = next + (size_t)ns * step_bytes;
+    end = end < row_bytes ? end : row_bytes;
+    for (size_t b = next; b < end; b += 64)
+        _mm_prefetch((const char *)q->W + (size_t)r * row_bytes + b, RUN_PREFETCH_HINT);
+}
+
 static inline __attribute__((always_inline)) void decode_fp4_rows(const qmat *q, int r, int nr, int g0, int ng,
                                                                    uint16_t *dst, size_t rstride, size_t vstride)
 {
     size_t row_bytes = (size_t)q->cols / 2, row_scales = (size_t)q->cols / 32;
     for (int m = 0; m < nr; m++) {
+        prefetch_next_run(q, r + m, 2 * g0, 2 * ng);
         const uint8_t *w = q->W + (size_t)(r + m) * row_bytes + (size_t)g0 * (GROUP / 2);
         const uint8_t *s = q->scale + (size_t)(r + m) * row_scales + (size_t)g0 * (GROUP / 32);
         uint16_t *o = dst + m * rstride;
@@ -218,6 +235,8 @@ static inline __attribute__((always_inline)) void decode_fp8_rows(const qmat *q,
     for (int g = 0; g < ng; g++) {
         gctx c = group_ctx(q, r, g0 + g);
         for (int m = 0; m < nr; m++) {
+            if (g == 0)
+                prefetch_next_run(q, r + m, 2 * g0, 2 * ng);
             if (m > 0 && (r + m) % 128 == 0)
                 c = group_ctx(q, r + m, g0 + g);
             uint16_t *o = dst + m * rstride + 4 * (size_t)g * vstride;
@@ -227,22 +246,6 @@ static inline __attribute__((always_inline)) void decode_fp8_rows(const qmat *q,
                 _mm512_store_si512(o + i * vstride, v[i]);
         }
     }
-}
-
-/* Row r's next run of ns steps (the ones after [s0, s0 + ns)) into L1, or
- * where the includer's RUN_PREFETCH_HINT says (avx512_amx.c: L2): rows are
- * decoded a run at a time, side by side, the pattern the hardware
- * prefetchers follow badly. */
-#ifndef RUN_PREFETCH_HINT
-#define RUN_PREFETCH_HINT _MM_HINT_T0
-#endif
-static inline void prefetch_next_run(const qmat *q, int r, int s0, int ns)
-{
-    size_t row_bytes = q->fp4 ? (size_t)q->cols / 2 : (size_t)q->cols, step_bytes = q->fp4 ? STEP / 2 : STEP;
-    size_t next = (size_t)(s0 + ns) * step_bytes, end = next + (size_t)ns * step_bytes;
-    end = end < row_bytes ? end : row_bytes;
-    for (size_t b = next; b < end; b += 64)
-        _mm_prefetch((const char *)q->W + (size_t)r * row_bytes + b, RUN_PREFETCH_HINT);
 }
 
 /* Whether steps [s0, s0 + ns) are whole groups of columns in range. */

@@ -195,11 +195,7 @@ static inline __attribute__((always_inline)) void tile(int fp4, int nr, int nt, 
                                                         size_t ldy)
 {
     __m512 a[RB][TB];
-    #pragma GCC unroll 8
-    for (int i = 0; i < nr; i++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < nt; t++)
-            a[i][t] = first ? _mm512_setzero_ps() : acc[i * TB + t];
+    tile_chunk_start(nr, nt, &a[0][0], TB, first, acc, TB);
     if (fp4) {
         for (int k = 0; k < len; k += 32) {
             __m512 wa[RB], wb[RB];

@@ -209,11 +209,7 @@ static inline __attribute__((always_inline)) void tile(int nr, int nt, const __m
                                                         size_t ldy)
 {
     __m512 a[RB][TB];
-    #pragma GCC unroll 8
-    for (int i = 0; i < nr; i++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < nt; t++)
-            a[i][t] = first ? _mm512_setzero_ps() : acc[i * TG + t];
+    tile_chunk_start(nr, nt, &a[0][0], TB, first, acc, TG);
     /* one vector (half a step) per iteration, not unrolled: 24 accumulators,
      * 4 weights and an activation fit the 32 registers only so (unrolled,
      * GCC spilled two accumulators into the dependency chains) */

@@ -132,11 +132,7 @@ static inline __attribute__((always_inline)) void tile(int nr, int nt, const uin
                                                         float *y, size_t ldy)
 {
     __m512 a[RB][TB];
-    #pragma GCC unroll 4
-    for (int i = 0; i < nr; i++)
-        #pragma GCC unroll 8
-        for (int t = 0; t < nt; t++)
-            a[i][t] = first ? _mm512_setzero_ps() : acc[i * TG + t];
+    tile_chunk_start(nr, nt, &a[0][0], TB, first, acc, TG);
     for (int b = 0; b < nb; b++) {
         int k = k0 + 32 * b;
         __m512i w[RB];

@@ -76,6 +76,18 @@ static inline __attribute__((always_inline)) void fold16_store_tile4(int nr, int
     }
 }
 
+/* The start of a register tile's chunk: the first chunk's sums start at
+ * +0, later ones continue from acc (row i, token t at acc[i * astride + t]). */
+static inline __attribute__((always_inline)) void tile_chunk_start(int nr, int nt, __m512 *a, int tb, int first,
+                                                                    const __m512 *acc, int astride)
+{
+    #pragma GCC unroll 4
+    for (int i = 0; i < nr; i++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++)
+            a[i * tb + t] = first ? _mm512_setzero_ps() : acc[i * astride + t];
+}
+
 /* The end of a register tile's chunk: after the last chunk its sums are
  * folded into y (fold16_store_tile4); before, they go back to acc (row i,
  * token t at acc[i * astride + t]) for the next chunk to continue. */

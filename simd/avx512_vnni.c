@@ -1,6 +1,7 @@
 /* Lightning-indexer scores over FP4 keys with AVX-512 VNNI (vpdpbusd), in
  * the release numerics kernels.h fixes, bitwise equal to the scalar
- * reference.
+ * reference, for any scales: one integer dot and one float step per block.
+ * avx512_vnni_shifted.c runs it where its one-dot-per-head path cannot.
  *
  * Keys in lanes: a group of 16 keys is decoded once into a stack scratch of
  * dim/4 vectors, vector c holding columns 4c..4c+3 of the 16 keys as
@@ -25,7 +26,7 @@
 
 #include "kernels.h"
 
-void index_scores_fp4_avx512vnni(float *scores, const int8_t *q_codes, const float *q_scale,
+void index_scores_fp4_blockwise(float *scores, const int8_t *q_codes, const float *q_scale,
                                  const float *w, const uint8_t *keys, const uint8_t *key_scale,
                                  int n_keys, int n_heads, int dim);
 
@@ -232,7 +233,7 @@ static int pow2_exponent(float x)
     return (u & 0x807fffffu) == 0 && e >= EXP_MIN && e <= EXP_MAX ? e : EXP_MAX + 1000;
 }
 
-void index_scores_fp4_avx512vnni(float *scores, const int8_t *q_codes, const float *q_scale,
+void index_scores_fp4_blockwise(float *scores, const int8_t *q_codes, const float *q_scale,
                                  const float *w, const uint8_t *keys, const uint8_t *key_scale,
                                  int n_keys, int n_heads, int dim)
 {

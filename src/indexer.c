@@ -1,6 +1,7 @@
 #include "indexer.h"
 
 #include <math.h>
+#include <omp.h>
 
 #include "../simd/formats.h"
 
@@ -67,12 +68,18 @@ void indexer_scores_fp4(const dsv4_kernels *k, float *scores, const int8_t *q_co
                         const float *w, const uint8_t *keys, const uint8_t *key_scales, int n_keys, int n_heads,
                         int dim)
 {
-    /* KEY_BLOCK is a whole number of key groups, so every block starts at one */
+    /* One call per thread where the keys are many: the kernel prepares the
+     * query once per call (avx512_vnni_shifted.c), so calls of 256 keys
+     * ran 12% slower than calls of 8192 (Zen 5, one core). Whole key
+     * groups per call. */
     _Static_assert(KEY_BLOCK % INDEX_FP4_GROUP == 0, "key blocks must hold whole FP4 key groups");
-    int blocks = (n_keys + KEY_BLOCK - 1) / KEY_BLOCK;
+    int per = (n_keys + omp_get_max_threads() - 1) / omp_get_max_threads();
+    per = (per + INDEX_FP4_GROUP - 1) / INDEX_FP4_GROUP * INDEX_FP4_GROUP;
+    per = per > KEY_BLOCK ? per : KEY_BLOCK;
+    int blocks = (n_keys + per - 1) / per;
 #pragma omp parallel for schedule(static) if (blocks > 1)
     for (int b = 0; b < blocks; b++) {
-        int s0 = b * KEY_BLOCK, cnt = n_keys - s0 < KEY_BLOCK ? n_keys - s0 : KEY_BLOCK;
+        int s0 = b * per, cnt = n_keys - s0 < per ? n_keys - s0 : per;
         size_t g0 = (size_t)s0 / INDEX_FP4_GROUP;
         k->index_scores_fp4(scores + s0, q_codes, q_scales, w, keys + g0 * INDEX_FP4_GROUP_BYTES(dim),
                             key_scales + g0 * INDEX_FP4_GROUP_SCALES(dim), cnt, n_heads, dim);

@@ -231,14 +231,17 @@ static void test_scalar_vs_by_hand(void **state)
 /* ---- every table bitwise against scalar ---- */
 
 /* How the scales are drawn: each kernel may take shortcuts where every
- * scale is a power of two in a safe range, so all three kinds are tested. */
-enum { SCALES_POW2, SCALES_ANY, SCALES_EXTREME };
+ * scale is a power of two in a safe range, or where a vector's block
+ * scales are close (as for real, Hadamard-rotated keys and queries: the
+ * avx512 path then takes one integer dot per head), so all kinds are tested.
+ * SCALES_NEAR: each key's and each head's block exponents within 3 of
+ * their least, except one key in 16 groups (4 apart: that pass goes the
+ * general way). SCALES_NEAR_LOW: the same with every dot near 2^-123, so
+ * products with the weights approach 2^-126 and head sums with mixed signs
+ * go subnormal; SCALES_NEAR_TINY with dots near 2^-135, where small ones
+ * are subnormal and round differently (the shortcut must not be taken). */
+enum { SCALES_POW2, SCALES_ANY, SCALES_EXTREME, SCALES_NEAR, SCALES_NEAR_LOW, SCALES_NEAR_TINY };
 
-/* Raw operands, as a cache holds them: random codes, bf16 head weights, key
- * scales over 2^-30 .. 2^8 and query scales powers of two (SCALES_POW2), also
- * not powers of two (SCALES_ANY), or (SCALES_EXTREME) some groups of keys
- * with scales at both ends of e8m0 and queries with scales down to 2^-100;
- * the unused slots of the last group hold garbage (scale bytes 0 and 255 too). */
 static void check_tables_bitwise(int n_keys, int n_heads, int dim, int scales, uint64_t seed)
 {
     int nb = dim / 32;
@@ -246,11 +249,21 @@ static void check_tables_bitwise(int n_keys, int n_heads, int dim, int scales, u
     uint8_t *keys = malloc(kb), *ks = malloc(sb);
     for (size_t i = 0; i < kb; i++)
         keys[i] = (uint8_t)test_rand_u64(&seed);
+    int near = scales >= SCALES_NEAR, low = scales >= SCALES_NEAR_LOW;
+    int key_base[INDEX_FP4_GROUP] = {0};
     for (size_t i = 0; i < sb; i++) {
         int slot = (int)(i / (size_t)(dim / 2)) * 16 + (int)(i % 16);
         int extreme = scales == SCALES_EXTREME && (slot / 16) % 3 == 1;
         uint8_t e = extreme ? (uint8_t)(i & 2 ? 1 + test_rand_u64(&seed) % 8 : 246 + test_rand_u64(&seed) % 9)
                             : (uint8_t)(127 - 30 + test_rand_u64(&seed) % 39);
+        if (near) {
+            /* block 0 of a group draws each key's base; later blocks add 0..3 (4 for one key in five groups) */
+            int block = (int)(i % (size_t)(dim / 2)) / 16, k = (int)(i % 16);
+            if (block == 0)
+                key_base[k] = low ? 66 : 127 - 20 + (int)(test_rand_u64(&seed) % 21);
+            int spread = (slot / 16) % 16 == 2 && k == 7 && block == 1 ? 4 : (int)(test_rand_u64(&seed) % 4);
+            e = (uint8_t)(key_base[k] + (block == 0 ? 0 : spread));
+        }
         ks[i] = slot < n_keys ? e : (uint8_t)(i & 1 ? 255 : 0);
     }
     int8_t *qc = malloc((size_t)n_heads * dim);
@@ -261,8 +274,22 @@ static void check_tables_bitwise(int n_keys, int n_heads, int dim, int scales, u
         qs[i] = scales == SCALES_ANY && i % 5 == 4 ? ldexpf(1.375f, (int)(test_rand_u64(&seed) % 39) - 30)
                 : scales == SCALES_EXTREME && i % 7 == 3 ? ldexpf(1.0f, -100)
                                                          : ldexpf(1.0f, (int)(test_rand_u64(&seed) % 39) - 30);
+    if (near)
+        for (int h = 0; h < n_heads; h++) {
+            int base = scales == SCALES_NEAR_TINY ? -72 : low ? -60 : (int)(test_rand_u64(&seed) % 21) - 10;
+            for (int b = 0; b < nb; b++)
+                qs[h * nb + b] = ldexpf(1.0f, base + (b == 0 ? 0 : (int)(test_rand_u64(&seed) % 4)));
+        }
     for (int h = 0; h < n_heads; h++)
         w[h] = bf16_by_hand(test_rand_f(&seed) * ldexp(1.0, (int)(test_rand_u64(&seed) % 8) - 4));
+    /* NEAR_LOW: |w| in [1/8, 1) (and one zero), so 2^-123 * w stays normal;
+     * NEAR_TINY: |w| in [2^9, 2^10), so the products are normal and only the
+     * subnormal dots themselves stand in the shortcut's way */
+    if (low)
+        for (int h = 0; h < n_heads; h++)
+            w[h] = h == 3 ? 0.0f
+                          : bf16_by_hand((0.5 + 0.5 * fabs(test_rand_f(&seed))) * (test_rand_u64(&seed) & 1 ? -1 : 1) *
+                                         ldexp(1.0, scales == SCALES_NEAR_TINY ? 10 : -(int)(test_rand_u64(&seed) % 3)));
     float *ref = malloc((size_t)n_keys * sizeof *ref), *got = malloc(((size_t)n_keys + 2) * sizeof *got);
     kernels_scalar()->index_scores_fp4(ref, qc, qs, w, keys, ks, n_keys, n_heads, dim);
     int nonzero = 0;
@@ -311,6 +338,12 @@ static void test_tables_bitwise(void **state)
     check_tables_bitwise(7, 2, 160, SCALES_POW2, 12);
     check_tables_bitwise(40, 128, 256, SCALES_POW2, 13); /* the limits */
     check_tables_bitwise(40, 128, 256, SCALES_EXTREME, 14);
+    check_tables_bitwise(small ? 300 : 3000, 64, 128, SCALES_NEAR, 15); /* V4 shape, real-like scales */
+    check_tables_bitwise(small ? 301 : 1001, 64, 128, SCALES_NEAR_LOW, 16);
+    check_tables_bitwise(91, 7, 64, SCALES_NEAR, 17);   /* heads not a multiple of 4, a partial group */
+    check_tables_bitwise(40, 128, 256, SCALES_NEAR, 18); /* the limits */
+    check_tables_bitwise(35, 3, 32, SCALES_NEAR_LOW, 19);
+    check_tables_bitwise(small ? 300 : 1000, 64, 128, SCALES_NEAR_TINY, 20);
 }
 
 int main(void)

@@ -109,7 +109,7 @@ demo: deps
 
 # Kernel benchmarks (not part of `make test`). Only libgomp and libm, so the
 # bench builds where the engine's other libraries are absent (bench/run-device.sh).
-BENCH_OBJ := $(BUILD)/bench/bench_kernels.o $(BUILD)/bench/roofline.o $(BUILD)/src/linear.o $(filter $(BUILD)/simd/%,$(LIB_OBJ))
+BENCH_OBJ := $(BUILD)/bench/bench_kernels.o $(BUILD)/bench/roofline.o $(BUILD)/src/linear.o $(BUILD)/src/indexer.o $(filter $(BUILD)/simd/%,$(LIB_OBJ))
 $(BUILD)/bench-kernels: $(BENCH_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ -fopenmp -lm
 bench-kernels: $(BUILD)/bench-kernels

@@ -20,6 +20,7 @@
 
 #include "../simd/formats.h"
 #include "../simd/kernels.h"
+#include "../src/indexer.h"
 #include "../src/linear.h"
 #include "roofline.h"
 
@@ -205,42 +206,53 @@ static void bench_matmul(const char *model, const char *name, dsv4_wformat fmt, 
     free_mats(&M);
 }
 
+/* A standard normal deviate (Box-Muller). */
+static double gaussian(void)
+{
+    double u = ((double)(rnd() >> 11) + 0.5) / 9007199254740992.0, v = (double)(rnd() >> 11) / 9007199254740992.0;
+    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+
 static void bench_indexer(int n_keys, double bw, double vnni_peak)
 {
     const int heads = 64, dim = 128, nb = dim / 32;
+    /* Operands as the engine makes them: queries and keys are Hadamard-
+     * rotated before FP4 quantization (indexer.c, compressor.c), so their
+     * values look Gaussian; the engine's packers quantize them here. */
+    float *raw = big((size_t)heads * dim * sizeof *raw);
+    for (int i = 0; i < heads * dim; i++)
+        raw[i] = (float)gaussian();
     int8_t *qc = big((size_t)heads * dim);
     float *qs = big((size_t)heads * nb * sizeof *qs), *w = big(heads * sizeof *w);
-    for (int i = 0; i < heads * dim; i++)
-        qc[i] = (int8_t)((int)(rnd() % 25) - 12);
-    for (int i = 0; i < heads * nb; i++)
-        qs[i] = 0.125f;
+    fmt_index_query_pack(qc, qs, raw, (size_t)heads * dim);
     for (int h = 0; h < heads; h++)
-        w[h] = 0.01f * (float)h;
-    /* enough independent key sets that they come from memory */
+        w[h] = fmt_round_bf16(0.01f * (float)(h - 20));
+    /* enough independent key sets that they come from memory (copies of one) */
     size_t kbytes = (size_t)n_keys * (dim / 2), sbytes = (size_t)n_keys * nb;
     int sets = (int)(roofline_memory_bytes((size_t)(quick ? 128 : 512) << 20) / (kbytes + sbytes)) + 1;
     uint8_t **keys = calloc((size_t)sets, sizeof *keys), **ks = calloc((size_t)sets, sizeof *ks);
+    float key[128];
     for (int i = 0; i < sets; i++) {
         keys[i] = big(kbytes);
         ks[i] = big(sbytes);
-        fill_bytes(keys[i], kbytes, 0, 256);
-        fill_bytes(ks[i], sbytes, 120, 8);
+        if (i > 0) {
+            memcpy(keys[i], keys[0], kbytes);
+            memcpy(ks[i], ks[0], sbytes);
+            continue;
+        }
+        for (int s = 0; s < n_keys; s++) {
+            for (int c = 0; c < dim; c++)
+                key[c] = (float)gaussian();
+            fmt_index_key_pack(keys[0], ks[0], (size_t)s, dim, key);
+        }
     }
     float *scores = big((size_t)n_keys * sizeof *scores);
     int *top = big(1024 * sizeof *top), *scratch = big((size_t)n_keys * sizeof *scratch);
-    const int block = 1024;
     double best = 1e30;
     for (int p = 0; p < (quick ? 1 : 3); p++) {
         double t0 = now();
-        for (int i = 0; i < sets; i++) {
-            int blocks = (n_keys + block - 1) / block;
-#pragma omp parallel for schedule(static)
-            for (int b = 0; b < blocks; b++) {
-                int s0 = b * block, cnt = n_keys - s0 < block ? n_keys - s0 : block;
-                K->index_scores_fp4(scores + s0, qc, qs, w, keys[i] + (size_t)s0 * (dim / 2),
-                                    ks[i] + (size_t)s0 * nb, cnt, heads, dim);
-            }
-        }
+        for (int i = 0; i < sets; i++) /* the engine's split over threads */
+            indexer_scores_fp4(K, scores, qc, qs, w, keys[i], ks[i], n_keys, heads, dim);
         double t = (now() - t0) / sets;
         if (t < best)
             best = t;
@@ -275,6 +287,7 @@ static void bench_indexer(int n_keys, double bw, double vnni_peak)
     free(qc);
     free(qs);
     free(w);
+    free(raw);
 }
 
 /* One query, 64 heads x 512, over 512 gathered + 128 window entries; heads

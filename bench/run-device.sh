@@ -22,7 +22,7 @@ flags_for() {
 }
 objs=()
 simd_objs=()
-for f in simd/*.c src/linear.c bench/roofline.c bench/bench_kernels.c; do
+for f in simd/*.c src/linear.c src/indexer.c bench/roofline.c bench/bench_kernels.c; do
   o="$out/$(echo "$f" | tr / _).o"
   $CC $(flags_for "$f") -c "$f" -o "$o"
   objs+=("$o")

@@ -189,70 +189,46 @@ static void decode_chunk(const wsrc *s, int r, int k0, int len, float *buf)
  * chunk's end are masked off. FP4: already in fp4x32's order (fp4_order_x),
  * aligned, whole blocks. first: the sums start at zero, not from acc; last:
  * they end folded in y (row i of token t at y[t * ldy + i]), not in acc. */
-static inline __attribute__((always_inline)) void tile(int fp4, int nr, int nt, const float *buf, int len,
+static inline __attribute__((always_inline)) void tile(int nr, int nt, const float *buf, int len,
                                                         const float *xs, size_t ldxs,
                                                         __m512 *acc /* [nr][TB] */, int first, int last, float *y,
                                                         size_t ldy)
 {
     __m512 a[RB][TB];
     tile_chunk_start(nr, nt, &a[0][0], TB, first, acc, TB);
-    if (fp4) {
-        for (int k = 0; k < len; k += 32) {
-            __m512 wa[RB], wb[RB];
-            #pragma GCC unroll 8
-            for (int i = 0; i < nr; i++) {
-                wa[i] = _mm512_load_ps(buf + i * CHUNK + k);
-                wb[i] = _mm512_load_ps(buf + i * CHUNK + k + 16);
-            }
-            #pragma GCC unroll 8
-            for (int t = 0; t < nt; t++) {
-                __m512 xa = _mm512_load_ps(xs + (size_t)t * ldxs + k), xb = _mm512_load_ps(xs + (size_t)t * ldxs + k + 16);
-                #pragma GCC unroll 8
-                for (int i = 0; i < nr; i++) {
-                    a[i][t] = _mm512_fmadd_ps(wa[i], xa, a[i][t]);
-                    a[i][t] = _mm512_fmadd_ps(wb[i], xb, a[i][t]);
-                }
-            }
-        }
-    } else {
-        for (int k = 0; k < len; k += 16) {
-            __mmask16 m = tail_mask(len - k);
-            __m512 w[RB];
+    /* FP4 too, 16 columns a step: its chunk and activations come in
+     * fp4x32's order, whole blocks, and the sums take the same products in
+     * the same order. (Both halves of a 32-column block at once held 8
+     * weight vectors beside the 24 sums: two sums spilled every step.) */
+    for (int k = 0; k < len; k += 16) {
+        __mmask16 m = tail_mask(len - k);
+        __m512 w[RB];
+        #pragma GCC unroll 8
+        for (int i = 0; i < nr; i++)
+            w[i] = _mm512_load_ps(buf + i * CHUNK + k);
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++) {
+            __m512 x = _mm512_maskz_loadu_ps(m, xs + (size_t)t * ldxs + k);
             #pragma GCC unroll 8
             for (int i = 0; i < nr; i++)
-                w[i] = _mm512_load_ps(buf + i * CHUNK + k);
-            #pragma GCC unroll 8
-            for (int t = 0; t < nt; t++) {
-                __m512 x = _mm512_maskz_loadu_ps(m, xs + (size_t)t * ldxs + k);
-                #pragma GCC unroll 8
-                for (int i = 0; i < nr; i++)
-                    a[i][t] = _mm512_fmadd_ps(w[i], x, a[i][t]);
-            }
+                a[i][t] = _mm512_fmadd_ps(w[i], x, a[i][t]);
         }
     }
     tile_chunk_end(nr, nt, &a[0][0], TB, last, acc, TB, y, ldy);
 }
 
-/* FP4 is a literal in each case, so every inlined tile folds its format
- * branch away. */
-#define TILE_CASE(FP4, NR, NT)                                                                     \
+#define TILE_CASE(NR, NT)                                                                          \
     case (NR) * 8 + (NT):                                                                          \
-        tile(FP4, NR, NT, buf, len, xs, ldxs, acc, first, last, y, ldy);                           \
+        tile(NR, NT, buf, len, xs, ldxs, acc, first, last, y, ldy);                                \
         break;
-#define TILE_ROW(FP4, NR) TILE_CASE(FP4, NR, 1) TILE_CASE(FP4, NR, 2) TILE_CASE(FP4, NR, 3)        \
-    TILE_CASE(FP4, NR, 4) TILE_CASE(FP4, NR, 5) TILE_CASE(FP4, NR, 6)
+#define TILE_ROW(NR) TILE_CASE(NR, 1) TILE_CASE(NR, 2) TILE_CASE(NR, 3) TILE_CASE(NR, 4) TILE_CASE(NR, 5) \
+    TILE_CASE(NR, 6)
 
-static void tile_dispatch(int fp4, int nr, int nt, const float *buf, int len, const float *xs, size_t ldxs,
-                          __m512 *acc, int first, int last, float *y, size_t ldy)
+static void tile_dispatch(int nr, int nt, const float *buf, int len, const float *xs, size_t ldxs, __m512 *acc,
+                          int first, int last, float *y, size_t ldy)
 {
-    if (fp4) {
-        switch (nr * 8 + nt) {
-            TILE_ROW(1, 1) TILE_ROW(1, 2) TILE_ROW(1, 3) TILE_ROW(1, 4)
-        }
-    } else {
-        switch (nr * 8 + nt) {
-            TILE_ROW(0, 1) TILE_ROW(0, 2) TILE_ROW(0, 3) TILE_ROW(0, 4)
-        }
+    switch (nr * 8 + nt) {
+        TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4)
     }
 }
 
@@ -304,7 +280,7 @@ static void matmul_gemm(float *Y, size_t ldy, const wsrc *s, const float *X, siz
                 for (int rb = 0; rb < nrg; rb += RB) {
                     int nr = nrg - rb < RB ? nrg - rb : RB;
                     for (int t0 = 0; t0 < ng; t0 += TB)
-                        tile_dispatch(s->fmt == W_FP4, nr, ng - t0 < TB ? ng - t0 : TB, buf + (size_t)rb * CHUNK, len,
+                        tile_dispatch(nr, ng - t0 < TB ? ng - t0 : TB, buf + (size_t)rb * CHUNK, len,
                                       xs + (size_t)t0 * ldxs, ldxs,
                                       acc + ((rb / RB) * TILES_PER_GROUP + t0 / TB) * RB * TB, k0 == 0, last,
                                       Y + (size_t)(g0 + t0) * ldy + rg + rb, ldy);

@@ -174,19 +174,30 @@ static void gemm(float *Y, size_t ldy, const uint16_t *W, const float *X, size_t
             int ng = n - g0 < TG ? n - g0 : TG;
             for (int k0 = 0; k0 < cols; k0 += CHUNK) {
                 int nb = ((cols - k0 < CHUNK ? cols - k0 : CHUNK) + 31) / 32;
-                if (g0 == 0 && rb + RBD < r1) /* the next row block, over this block's chunks */
-                    prefetch_share((const char *)(W + (size_t)(rb + RBD) * cols),
-                                   (size_t)(r1 - rb - RBD < RBD ? r1 - rb - RBD : RBD) * cols * 2, k0 / CHUNK,
-                                   (cols + CHUNK - 1) / CHUNK);
                 for (int t = 0; t < ng; t++)
                     for (int b = 0; b < nb; b++)
                         xb[t * CB + b] = x32(X + (size_t)(g0 + t) * ldx + k0 + 32 * b, cols - k0 - 32 * b);
                 int last = k0 + CHUNK >= cols;
-                for (int i0 = 0; i0 < nrd; i0 += RB)
+                for (int i0 = 0; i0 < nrd; i0 += RB) {
+                    /* This tile's rows of the next chunk (the next row block's
+                     * first after the last), as the decoders of the other
+                     * paths prefetch their next run: issued just before the
+                     * tile's own chunk, the lines arrive in time and few at
+                     * once. A burst of the whole next row block per chunk did
+                     * nothing: the head [129280x4096] x 16 tokens took 49-55
+                     * ms on two Zen 5 cores with it and without; this way
+                     * 32-40. (Written out here: from a static function of its
+                     * own, GCC 12 emitted no prefetch at all.) */
+                    int nk = k0 + CHUNK < cols ? k0 + CHUNK : 0, nr = nk ? rb + i0 : rb + RBD + i0;
+                    if (g0 == 0 && nr + RB <= r1)
+                        for (int i = 0; i < RB; i++)
+                            for (int o = 0; o < 2 * CHUNK && nk + o / 2 < cols; o += 64)
+                                _mm_prefetch((const char *)(W + (size_t)(nr + i) * cols + nk) + o, _MM_HINT_T0);
                     for (int t0 = 0; t0 < ng; t0 += TB)
                         tile_dispatch(nrd - i0 < RB ? nrd - i0 : RB, ng - t0 < TB ? ng - t0 : TB,
                                       W + (size_t)(rb + i0) * cols, cols, k0, nb, xb + t0 * CB, k0 == 0, last,
                                       acc + i0 * TG + t0, Y + (size_t)(g0 + t0) * ldy + rb + i0, ldy);
+                }
             }
         }
     }

@@ -59,6 +59,12 @@ static inline uint32_t round_bf16_bits(uint32_t u)
 
 #define ROUND_BLOCK 64
 
+/* Also built for AVX-512 and AVX2, picked at load time: release numerics
+ * round every activation of a pp512 run several times, and the baseline
+ * build vectorises this loop 4 wide only. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 void fmt_round_bf16_array(float *x, size_t n)
 {
     size_t i = 0;

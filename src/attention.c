@@ -334,17 +334,26 @@ static void rmsnorm_rows(float *x, const float *w, int n, int cols, float eps, i
 }
 
 /* The reference's per-head q norm on a bf16 tensor: each elementwise op and
- * the mean (fp32 accumulation) return bf16. */
+ * the mean (fp32 accumulation, in column order) return bf16. The roundings
+ * go through fmt_round_bf16_array a block at a time (vectorised there);
+ * the sum stays sequential. */
 static void head_norm_bf16(float *q, int dim, float eps)
 {
-    float sum = 0.0f;
-    for (int i = 0; i < dim; i++)
-        sum += fmt_round_bf16(q[i] * q[i]);
+    float sq[64], sum = 0.0f;
+    for (int i0 = 0; i0 < dim; i0 += 64) {
+        int len = dim - i0 < 64 ? dim - i0 : 64;
+        for (int i = 0; i < len; i++)
+            sq[i] = q[i0 + i] * q[i0 + i];
+        fmt_round_bf16_array(sq, (size_t)len);
+        for (int i = 0; i < len; i++)
+            sum += sq[i];
+    }
     float mean = fmt_round_bf16(sum / (float)dim);
     float var = fmt_round_bf16(mean + eps);
     float r = fmt_round_bf16(1.0f / sqrtf(var));
     for (int i = 0; i < dim; i++)
-        q[i] = fmt_round_bf16(q[i] * r);
+        q[i] *= r;
+    fmt_round_bf16_array(q, (size_t)dim);
 }
 
 /* Step 1: everything that depends on one token only, batched over the chunk.

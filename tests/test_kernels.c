@@ -400,6 +400,7 @@ static void test_simd_paths_bitwise(void **state)
     for (int i = 0, n = simd_tables(ks); i < n; i++)
         for (int f = F32; f <= FP4; f++) {
             check_invariance(ks[i], f, 13, 2048, 64);
+            check_invariance(ks[i], f, 13, 1024, 140); /* more tokens than a group holds (66) */
             check_invariance(ks[i], f, 9, 7168, 7);
             if (f != FP4)
                 check_invariance(ks[i], f, 11, 1000, 9);
@@ -467,6 +468,7 @@ static void test_e4m3act(void **state)
             check_simd_vs_scalar(k, f, 64, 2080, 7, 0);
             check_invariance(k, f, 70, 160, 17);
             check_invariance(k, f, 13, 2048, 64);
+            check_invariance(k, f, 13, 1024, 140); /* more tokens than a group holds (64) */
             check_invariance(k, f, 9, 7168, 7);
             check_invariance(k, f, 300, 256, 9); /* row blocks across FP8's 128-row scale blocks */
             check_simd_vs_scalar(k, f, 20, f == FP4 ? 9024 : 9000, 3, 0); /* rows too long to prepare once */

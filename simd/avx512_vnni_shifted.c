@@ -32,7 +32,9 @@
  * two bf16 roundings, multiply, add) of one head quad is issued in four
  * slices between the next quad's vpdpbusd: issued after the quad, its ~170
  * dependent operations filled the scheduler and stalled the integer dots
- * (Zen 5, one core: 635 -> 770 GOP/s, 59% -> 72% of the vpdpbusd peak). */
+ * (Zen 5, one core: 635 -> 770 GOP/s, 59% -> 72% of the vpdpbusd peak).
+ * Intel cores take the tail two groups at a time in bf16 instructions
+ * instead (score_pass_pairs, below). */
 #include <immintrin.h>
 #include <string.h>
 
@@ -73,6 +75,7 @@ typedef struct {
     float wq[INDEX_FP4_MAX_HEADS];
     int qlo, qhi; /* least and greatest qm */
     int wlo, whi; /* least and greatest exponent of a nonzero w */
+    int pairs;    /* take the tail two groups at a time (Intel cores with AVX512-BF16) */
 } query;
 
 /* The exponent of a power of two (normal), else INT_MIN-ish. */
@@ -284,6 +287,97 @@ static inline __attribute__((always_inline)) void score_pass(int ng, int nb, flo
     }
 }
 
+/* ---- Intel cores: the tail two groups at a time in bf16 instructions ----
+ *
+ * On Sapphire Rapids the tail's integer operations share ports 0 and 5 with
+ * vpdpbusd (without the tail a core ran 31% faster), and slicing it between
+ * the dots gained nothing there. vcvtne2ps2bf16 rounds two vectors to bf16
+ * in one instruction, exactly as round_bf16 does for the normal values the
+ * shortcut has (it flushes subnormal inputs, which the range checks
+ * exclude); vpunpck{l,h}wd against zero widens them back, which permutes
+ * the lanes: the same way for every head, so the sums are taken in lanes
+ * [g 0-3 | g+1 0-3 | g 4-7 | g+1 4-7] and [g 8-11 | g+1 8-11 | g 12-15 |
+ * g+1 12-15] and sorted once per pass. 14 operations per two groups
+ * instead of 28. Four heads x four groups per pass, no slicing. Sapphire
+ * Rapids, 16 threads, bench-kernels --only index: 256K keys 3075 -> 3416
+ * and 4357 GOP/s (two runs), 64K keys unchanged (3363 -> 3290, 3375); on
+ * Zen 5 the sliced integer tail stays ahead (forced on: 66-74% against
+ * 83% of the peak), so AMD keeps it. */
+#define PAIR_GROUPS 4
+
+__attribute__((target("avx512bf16"))) static inline void pair_tail(__m512 *acc_a, __m512 *acc_b, __m512i d0,
+                                                                    __m512i d1, __m512 wv)
+{
+    const __m512i zero = _mm512_setzero_si512();
+    __m512 x0 = _mm512_cvtepi32_ps(_mm512_max_epi32(d0, zero)), x1 = _mm512_cvtepi32_ps(_mm512_max_epi32(d1, zero));
+    __m512i r = (__m512i)_mm512_cvtne2ps_pbh(x1, x0); /* words 0-15 from x0, 16-31 from x1 */
+    __m512 lo = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, r));
+    __m512 hi = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, r));
+    __m512i p = (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(hi, wv), _mm512_mul_ps(lo, wv));
+    *acc_a = _mm512_add_ps(*acc_a, _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, p)));
+    *acc_b = _mm512_add_ps(*acc_b, _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, p)));
+}
+
+__attribute__((target("avx512bf16"))) static inline __attribute__((always_inline)) void
+score_pass_pairs_nb(int nb, float *scores, const query *Q, int n_heads, const key_group *G, int s0)
+{
+    const int dim = 32 * nb, nc = 8 * nb;
+    __m512 acc[PAIR_GROUPS];
+    for (int g = 0; g < PAIR_GROUPS; g++)
+        acc[g] = _mm512_setzero_ps();
+    for (int h = 0; h < n_heads; h += HEADS) {
+        int nh = n_heads - h < HEADS ? n_heads - h : HEADS;
+        const key_group *Gp = G;
+        __asm__("" : "+r"(Gp));
+        __m512i ia[HEADS][PAIR_GROUPS];
+        #pragma GCC unroll 4
+        for (int j = 0; j < HEADS; j++)
+            #pragma GCC unroll 4
+            for (int g = 0; g < PAIR_GROUPS; g++)
+                ia[j][g] = Gp[g].init;
+        const uint8_t *qh = Q->codes + (size_t)h * dim;
+        #pragma GCC unroll 64
+        for (int c = 0; c < nc; c++) {
+            __m512i kv[PAIR_GROUPS];
+            #pragma GCC unroll 4
+            for (int g = 0; g < PAIR_GROUPS; g++)
+                kv[g] = _mm512_load_si512(&Gp[g].kc[c]);
+            #pragma GCC unroll 4
+            for (int j = 0; j < HEADS; j++) {
+                /* past the last head, head h again (those sums are dropped) */
+                __m512i qv = _mm512_broadcastd_epi32(_mm_loadu_si32(qh + (size_t)(j < nh ? j : 0) * dim + 4 * c));
+                #pragma GCC unroll 4
+                for (int g = 0; g < PAIR_GROUPS; g++)
+                    ia[j][g] = _mm512_dpbusd_epi32(ia[j][g], qv, kv[g]);
+            }
+        }
+        for (int j = 0; j < nh; j++) {
+            __m512 wv = _mm512_set1_ps(Q->wq[h + j]);
+            pair_tail(&acc[0], &acc[1], ia[j][0], ia[j][1], wv);
+            pair_tail(&acc[2], &acc[3], ia[j][2], ia[j][3], wv);
+        }
+    }
+    const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+    const __m512i second = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+    for (int g = 0; g < PAIR_GROUPS; g += 2) {
+        __m512 a = _mm512_permutex2var_ps(acc[g], first, acc[g + 1]);
+        __m512 b = _mm512_permutex2var_ps(acc[g], second, acc[g + 1]);
+        _mm512_storeu_ps(scores + s0 + 16 * g, _mm512_scalef_ps(round_bf16(a), G[g].kexp));
+        _mm512_storeu_ps(scores + s0 + 16 * (g + 1), _mm512_scalef_ps(round_bf16(b), G[g + 1].kexp));
+    }
+}
+
+/* Four whole groups (keys s0 .. s0 + 63, all below n_keys). */
+__attribute__((target("avx512bf16"), noinline)) static void score_pass_pairs(int nb, float *scores, const query *Q,
+                                                                            int n_heads, const key_group *G,
+                                                                            int s0)
+{
+    if (nb == 4)
+        score_pass_pairs_nb(4, scores, Q, n_heads, G, s0);
+    else
+        score_pass_pairs_nb(nb, scores, Q, n_heads, G, s0);
+}
+
 /* Whether every exponent of this pass keeps the rewrite exact: block
  * scales q_scale * ks normal, dots finite with room, products with the
  * weights normal (or zero) and their sums finite. */
@@ -301,9 +395,10 @@ static inline __attribute__((always_inline)) void score_all(int nb, float *score
     const int dim = 32 * nb;
     const size_t kbytes = INDEX_FP4_GROUP_BYTES(dim), sbytes = INDEX_FP4_GROUP_SCALES(dim);
     int n_groups = (n_keys + INDEX_FP4_GROUP - 1) / INDEX_FP4_GROUP;
-    key_group G[GROUPS];
+    key_group G[PAIR_GROUPS];
     for (int g0 = 0; g0 < n_groups;) {
-        int ng = n_groups - g0 >= GROUPS ? GROUPS : 1, ok = 1, klo = 1000, khi = -1000;
+        int pairs = Q->pairs && 16 * (g0 + PAIR_GROUPS) <= n_keys;
+        int ng = pairs ? PAIR_GROUPS : n_groups - g0 >= GROUPS ? GROUPS : 1, ok = 1, klo = 1000, khi = -1000;
         for (int g = 0; g < ng && ok; g++) {
             int left = n_keys - 16 * (g0 + g);
             __mmask16 live = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
@@ -311,7 +406,9 @@ static inline __attribute__((always_inline)) void score_all(int nb, float *score
                               live, &klo, &khi);
         }
         if (ok && pass_in_range(Q, klo, khi)) {
-            if (ng == GROUPS)
+            if (pairs)
+                score_pass_pairs(nb, scores, Q, n_heads, G, 16 * g0);
+            else if (ng == GROUPS)
                 score_pass(GROUPS, nb, scores, Q, n_heads, G, n_keys, 16 * g0);
             else
                 score_pass(1, nb, scores, Q, n_heads, G, n_keys, 16 * g0);
@@ -324,12 +421,31 @@ static inline __attribute__((always_inline)) void score_all(int nb, float *score
     }
 }
 
+/* Fixed per CPU model, like dispatch.c's choices (both ways give the same
+ * bits). Building with -DDSV4_INDEX_PAIRS=0 or 1 forces the choice where
+ * the CPU has AVX512-BF16 (to test and measure both on one machine). */
+static int pairs_wanted(void)
+{
+    static int state = -1;
+    if (state < 0) {
+        __builtin_cpu_init();
+        int bf16 = __builtin_cpu_supports("avx512bf16");
+#ifdef DSV4_INDEX_PAIRS
+        state = bf16 && DSV4_INDEX_PAIRS;
+#else
+        state = bf16 && __builtin_cpu_is("intel");
+#endif
+    }
+    return state;
+}
+
 void index_scores_fp4_avx512vnni(float *scores, const int8_t *q_codes, const float *q_scale,
                                  const float *w, const uint8_t *keys, const uint8_t *key_scale,
                                  int n_keys, int n_heads, int dim)
 {
     int nb = dim / 32;
     query Q;
+    Q.pairs = pairs_wanted();
     if (n_keys <= 0 || !query_prepare(&Q, q_codes, q_scale, w, n_heads, nb)) {
         index_scores_fp4_blockwise(scores, q_codes, q_scale, w, keys, key_scale, n_keys, n_heads, dim);
         return;

@@ -30,6 +30,7 @@
 #include "fold16.h"
 #include "formats.h"
 #include "prefetch.h"
+#include "round_bf16.h"
 
 const dsv4_kernels *kernels_avx512(void);
 const dsv4_kernels *kernels_avx512_novnni(void);
@@ -582,10 +583,7 @@ static inline vec vexp(vec x)
 /* Round to nearest even at bit 16 (the weights are finite and >= 0). */
 static inline vec vround_bf16(vec v)
 {
-    __m512i b = _mm512_castps_si512(v);
-    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
-    b = _mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)));
-    return _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32((int)0xffff0000u)));
+    return round_bf16_f32x16(v);
 }
 
 #include <math.h>

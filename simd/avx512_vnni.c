@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "round_bf16.h"
 
 void index_scores_fp4_blockwise(float *scores, const int8_t *q_codes, const float *q_scale,
                                  const float *w, const uint8_t *keys, const uint8_t *key_scale,
@@ -40,16 +41,6 @@ void index_scores_fp4_blockwise(float *scores, const int8_t *q_codes, const floa
  * key's both stay there. */
 #define EXP_MIN (-126)
 #define EXP_MAX 114
-
-/* Round to nearest even at bit 16; the inputs are finite. Shifts, ands and
- * adds only: they leave the multiply pipes to vpdpbusd. */
-static inline __m512 round_bf16(__m512 x)
-{
-    __m512i u = _mm512_castps_si512(x);
-    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    u = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd);
-    return _mm512_castsi512_ps(_mm512_and_si512(u, _mm512_set1_epi32((int)0xffff0000u)));
-}
 
 /* One group of 16 keys, decoded: kc[c] holds columns 4c..4c+3 (2*e2m1 + 12),
  * ks[b] the block scales / 4, ke[b] their log2 as floats (the scalef path). */
@@ -137,8 +128,8 @@ heads_pass(int pow2, int nh, int ng, int nb, __m512 *acc, const key_group *G, co
         #pragma GCC unroll 8
         for (int g = 0; g < ng; g++) {
             /* vmaxps returns its second operand (+0) for a -0 dot, as the scalar `dot > 0 ? dot : 0` */
-            __m512 r = round_bf16(_mm512_max_ps(dot[j][g], _mm512_setzero_ps()));
-            acc[g] = _mm512_add_ps(acc[g], round_bf16(_mm512_mul_ps(r, wj)));
+            __m512 r = round_bf16_f32x16(_mm512_max_ps(dot[j][g], _mm512_setzero_ps()));
+            acc[g] = _mm512_add_ps(acc[g], round_bf16_f32x16(_mm512_mul_ps(r, wj)));
         }
     }
 }
@@ -169,7 +160,7 @@ score_pass(int pow2, int ng, int nb, float *scores, const query *Q, const key_gr
                    pow2 ? Q->qe + (size_t)h * nb : NULL, Q->w + h, Q->corr + (size_t)h * nb);
     #pragma GCC unroll 8
     for (int g = 0; g < ng; g++) {
-        __m512 v = round_bf16(acc[g]);
+        __m512 v = round_bf16_f32x16(acc[g]);
         int left = n_keys - (s0 + 16 * g);
         if (left >= INDEX_FP4_GROUP)
             _mm512_storeu_ps(scores + s0 + 16 * g, v);

@@ -39,6 +39,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "round_bf16.h"
 
 void index_scores_fp4_avx512vnni(float *scores, const int8_t *q_codes, const float *q_scale,
                                  const float *w, const uint8_t *keys, const uint8_t *key_scale,
@@ -57,16 +58,6 @@ void index_scores_fp4_blockwise(float *scores, const int8_t *q_codes, const floa
 #define IDOT_BITS 22
 /* and a sum over up to 128 heads of products below 2^(IDOT_BITS + 1 + log2 w) */
 #define SUM_BITS (IDOT_BITS + 1 + 7)
-
-/* Round to nearest even at bit 16; the inputs are finite. Integer
- * operations only: they leave the multiply pipes to vpdpbusd. */
-static inline __m512 round_bf16(__m512 x)
-{
-    __m512i u = _mm512_castps_si512(x);
-    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    u = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd);
-    return _mm512_castsi512_ps(_mm512_and_si512(u, _mm512_set1_epi32((int)0xffff0000u)));
-}
 
 /* The query, shifted once per call: codes + 96 as unsigned bytes, each
  * head's least block exponent and its weight times 2^qm. */
@@ -207,8 +198,8 @@ static inline __attribute__((always_inline)) void head_tail(int ng, __m512 *acc,
     __m512 wv = _mm512_set1_ps(wq);
     #pragma GCC unroll 4
     for (int g = 0; g < ng; g++) {
-        __m512 r = round_bf16(_mm512_cvtepi32_ps(_mm512_max_epi32(dots[g], _mm512_setzero_si512())));
-        acc[g] = _mm512_add_ps(acc[g], round_bf16(_mm512_mul_ps(r, wv)));
+        __m512 r = round_bf16_f32x16(_mm512_cvtepi32_ps(_mm512_max_epi32(dots[g], _mm512_setzero_si512())));
+        acc[g] = _mm512_add_ps(acc[g], round_bf16_f32x16(_mm512_mul_ps(r, wv)));
     }
 }
 
@@ -278,7 +269,7 @@ static inline __attribute__((always_inline)) void score_pass(int ng, int nb, flo
     }
     #pragma GCC unroll 4
     for (int g = 0; g < ng; g++) {
-        __m512 v = _mm512_scalef_ps(round_bf16(acc[g]), G[g].kexp);
+        __m512 v = _mm512_scalef_ps(round_bf16_f32x16(acc[g]), G[g].kexp);
         int left = n_keys - (s0 + 16 * g);
         if (left >= INDEX_FP4_GROUP)
             _mm512_storeu_ps(scores + s0 + 16 * g, v);
@@ -292,9 +283,9 @@ static inline __attribute__((always_inline)) void score_pass(int ng, int nb, flo
  * On Sapphire Rapids the tail's integer operations share ports 0 and 5 with
  * vpdpbusd (without the tail a core ran 31% faster), and slicing it between
  * the dots gained nothing there. vcvtne2ps2bf16 rounds two vectors to bf16
- * in one instruction, exactly as round_bf16 does for the normal values the
- * shortcut has (it flushes subnormal inputs, which the range checks
- * exclude); vpunpck{l,h}wd against zero widens them back, which permutes
+ * in one instruction, exactly as round_bf16_f32x16 does for the normal
+ * values the shortcut has (it flushes subnormal inputs, which the range
+ * checks exclude); vpunpck{l,h}wd against zero widens them back, which permutes
  * the lanes: the same way for every head, so the sums are taken in lanes
  * [g 0-3 | g+1 0-3 | g 4-7 | g+1 4-7] and [g 8-11 | g+1 8-11 | g 12-15 |
  * g+1 12-15] and sorted once per pass. 14 operations per two groups
@@ -362,8 +353,8 @@ score_pass_pairs_nb(int nb, float *scores, const query *Q, int n_heads, const ke
     for (int g = 0; g < PAIR_GROUPS; g += 2) {
         __m512 a = _mm512_permutex2var_ps(acc[g], first, acc[g + 1]);
         __m512 b = _mm512_permutex2var_ps(acc[g], second, acc[g + 1]);
-        _mm512_storeu_ps(scores + s0 + 16 * g, _mm512_scalef_ps(round_bf16(a), G[g].kexp));
-        _mm512_storeu_ps(scores + s0 + 16 * (g + 1), _mm512_scalef_ps(round_bf16(b), G[g + 1].kexp));
+        _mm512_storeu_ps(scores + s0 + 16 * g, _mm512_scalef_ps(round_bf16_f32x16(a), G[g].kexp));
+        _mm512_storeu_ps(scores + s0 + 16 * (g + 1), _mm512_scalef_ps(round_bf16_f32x16(b), G[g + 1].kexp));
     }
 }
 

@@ -105,6 +105,8 @@ static int query_prepare(query *Q, const int8_t *q_codes, const float *q_scale, 
         }
         Q->qlo = qm < Q->qlo ? qm : Q->qlo;
         Q->qhi = qm > Q->qhi ? qm : Q->qhi;
+        /* w * 2^qm; exact once the range check below passes (else unused) */
+        Q->wq[h] = _mm_cvtss_f32(_mm_scalef_ss(_mm_set_ss(w[h]), _mm_set_ss((float)qm)));
         for (int b = 0; b < nb; b++) {
             /* shift bytes by 16-bit words, then clear the bits each byte took from its neighbour */
             __m256i v = _mm256_loadu_si256((const __m256i *)(q_codes + (size_t)h * dim + 32 * b));
@@ -119,15 +121,6 @@ static int query_prepare(query *Q, const int8_t *q_codes, const float *q_scale, 
     /* w * 2^qm normal (or zero), and the unscaled head sums finite */
     if (Q->wlo + Q->qlo < -126 || Q->whi + Q->qhi + SUM_BITS > 127)
         return 0;
-    for (int h = 0; h < n_heads; h++) {
-        int qm = 1000;
-        for (int b = 0; b < nb; b++) {
-            int e = exact_pow2(q_scale[h * nb + b]);
-            qm = e < qm ? e : qm;
-        }
-        __m128 s = _mm_scalef_ss(_mm_set_ss(w[h]), _mm_set_ss((float)qm));
-        Q->wq[h] = _mm_cvtss_f32(s);
-    }
     return 1;
 }
 

@@ -73,7 +73,7 @@ void indexer_scores_fp4(const dsv4_kernels *k, float *scores, const int8_t *q_co
      * ran 12% slower than calls of 8192 (Zen 5, one core). Whole key
      * groups per call. */
     _Static_assert(KEY_BLOCK % INDEX_FP4_GROUP == 0, "key blocks must hold whole FP4 key groups");
-    int per = (n_keys + omp_get_max_threads() - 1) / omp_get_max_threads();
+    int threads = omp_get_max_threads(), per = (n_keys + threads - 1) / threads;
     per = (per + INDEX_FP4_GROUP - 1) / INDEX_FP4_GROUP * INDEX_FP4_GROUP;
     per = per > KEY_BLOCK ? per : KEY_BLOCK;
     int blocks = (n_keys + per - 1) / per;

@@ -60,7 +60,7 @@ void matmul_fp4_avx512bf16(float *Y, size_t ldy, const uint8_t *W, const uint8_t
  * [4096x2048] x 24 unchanged; pp512 (2 threads) +2-10%. */
 #define CHUNK 1024
 #define RB 4          /* rows per register tile / in-register block */
-#define RBD 64        /* rows decoded per chunk on the many-token path: the activations'
+#define RBD 64        /* rows per block of the many-token path: the activations'
                          bf16 conversion per chunk is shared by this many rows */
 #define TB 6          /* tokens per register tile */
 _Static_assert(RB == 4 && TB <= 8, "tile_chunk_end folds 4 rows and at most 8 tokens");
@@ -68,7 +68,8 @@ _Static_assert(RB == 4 && TB <= 8, "tile_chunk_end folds 4 rows and at most 8 to
  * 64-token product decodes its weights once, not twice (two Zen 5 cores,
  * alternated: FP8 [32768x1024] x 64 53.4 -> 56.4-58.0%, [65536x1536]
  * 49.0-49.8 -> 50.0-51.2% of the vdpbf16ps peak; pp512 +2-3%). The frame
- * is then 512 KiB: decoded weights, tokens and accumulators 128 + 128 + 256. */
+ * is then ~400 KiB: tokens and accumulators 128 + 256, one tile's decoded
+ * rows 8 and the FP8 group tables 2.5. */
 #define TG 64
 #define GEMM_MIN_N 4  /* below this, decode in registers */
 #define MV_RB 8       /* most rows per in-register block (one token, FP4): the activations'
@@ -207,7 +208,7 @@ MATVEC_FN(matvec_fp4, 1, 8)
 /* first: the accumulators start at zero (the first chunk) rather than from
  * acc; last: the sums are folded into y (row i of token t at y[t * ldy + i])
  * rather than kept in acc. */
-static inline __attribute__((always_inline)) void tile(int nr, int nt, const __m512i *wb /* [RBD][CSTEPS][2] */,
+static inline __attribute__((always_inline)) void tile(int nr, int nt, const __m512i *wb /* [RB][CSTEPS][2] */,
                                                         const __m512i *xb /* [TG][CSTEPS][2] */, int steps,
                                                         int first, int last,
                                                         __m512 *acc /* [RBD][TG], at the tile's corner */, float *y,
@@ -270,21 +271,40 @@ static void decode_chunk(const qmat *q, int r, int k0, __m512i *out /* [CSTEPS][
 }
 
 /* Rows [r, r + nr) of a chunk of whole groups: the fast decoders, after the
- * same per-row prefetch of the next chunk as decode_chunk. */
-static void decode_chunk_rows(const qmat *q, int r, int nr, int k0, __m512i *out)
+ * same per-row prefetch of the next chunk as decode_chunk. FP8 rows of one
+ * 128-row block share their group tables: *ctx_block says whose ctx holds
+ * (-1: none yet), rebuilt when the rows enter another block. */
+static void decode_chunk_rows(const qmat *q, int r, int nr, int k0, __m512i *out, gctx *ctx, int *ctx_block)
 {
     int ng = (q->cols - k0 < CHUNK ? q->cols - k0 : CHUNK) / GROUP;
-    if (q->fp4)
+    if (q->fp4) {
         decode_fp4_rows(q, r, nr, k0 / GROUP, ng, (uint16_t *)out, CSTEPS * 2 * 32, 32);
-    else
+        return;
+    }
+    if (r / 128 != (r + nr - 1) / 128) {
         decode_fp8_rows(q, r, nr, k0 / GROUP, ng, (uint16_t *)out, CSTEPS * 2 * 32, 32);
+        return;
+    }
+    if (*ctx_block != r / 128) {
+        fp8_block_ctx(q, r, k0 / GROUP, ng, ctx);
+        *ctx_block = r / 128;
+    }
+    decode_fp8_rows_ctx(q, r, nr, k0 / GROUP, ng, ctx, (uint16_t *)out, CSTEPS * 2 * 32, 32);
 }
 
+/* Row block by row block (RBD rows), token group by token group (TG), chunk
+ * by chunk: the activations of the chunk converted once, then each register
+ * tile's RB rows decoded just before their tiles run, so the tiles read them
+ * from L1 (decoding the whole block first left them in L2; two Zen 5 cores,
+ * medians of six alternations: FP4 [2048x4096] x 12 tokens 420 -> 452,
+ * x 64 608 -> 644, FP8 [4096x1024] x 16 367 -> 375, x 64 556 -> 590
+ * GFLOP/s). */
 static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, size_t ldx, int n, int r0,
                         int r1)
 {
-    __m512i wb[RBD * CSTEPS * 2], xb[TG * CSTEPS * 2];
+    __m512i wb[RB * CSTEPS * 2], xb[TG * CSTEPS * 2];
     __m512 acc[RBD * TG];
+    gctx ctx[CHUNK / GROUP];
     size_t row_bytes = q->fp4 ? (size_t)q->cols / 2 : (size_t)q->cols;
     for (int rb = r0; rb < r1; rb += RBD) {
         int nrd = r1 - rb < RBD ? r1 - rb : RBD;
@@ -292,16 +312,11 @@ static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, siz
             int ng = n - g0 < TG ? n - g0 : TG;
             for (int k0 = 0; k0 < q->cols; k0 += CHUNK) {
                 int len = q->cols - k0 < CHUNK ? q->cols - k0 : CHUNK;
-                int steps = (len + STEP - 1) / STEP;
+                int steps = (len + STEP - 1) / STEP, whole = whole_groups(q, k0 / STEP, steps), ctx_block = -1;
                 if (g0 == 0 && rb + RBD < r1) /* the next row block, over this block's chunks */
                     prefetch_share((const char *)q->W + (size_t)(rb + RBD) * row_bytes,
                                    (size_t)(r1 - rb - RBD < RBD ? r1 - rb - RBD : RBD) * row_bytes, k0 / CHUNK,
                                    (q->cols + CHUNK - 1) / CHUNK);
-                if (whole_groups(q, k0 / STEP, steps))
-                    decode_chunk_rows(q, rb, nrd, k0, wb);
-                else
-                    for (int i = 0; i < nrd; i++)
-                        decode_chunk(q, rb + i, k0, wb + i * CSTEPS * 2);
                 for (int t = 0; t < ng; t++)
                     for (int s = 0; s < steps; s++) {
                         int k = k0 + s * STEP, l = q->cols - k < STEP ? q->cols - k : STEP;
@@ -309,11 +324,17 @@ static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, siz
                                   &xb[(t * CSTEPS + s) * 2 + 1]);
                     }
                 int last = k0 + CHUNK >= q->cols;
-                for (int i0 = 0; i0 < nrd; i0 += RB)
+                for (int i0 = 0; i0 < nrd; i0 += RB) {
+                    int nr = nrd - i0 < RB ? nrd - i0 : RB;
+                    if (whole)
+                        decode_chunk_rows(q, rb + i0, nr, k0, wb, ctx, &ctx_block);
+                    else
+                        for (int i = 0; i < nr; i++)
+                            decode_chunk(q, rb + i0 + i, k0, wb + i * CSTEPS * 2);
                     for (int t0 = 0; t0 < ng; t0 += TB)
-                        tile_dispatch(nrd - i0 < RB ? nrd - i0 : RB, ng - t0 < TB ? ng - t0 : TB,
-                                      wb + i0 * CSTEPS * 2, xb + t0 * CSTEPS * 2, steps, k0 == 0, last,
-                                      acc + i0 * TG + t0, Y + (size_t)(g0 + t0) * ldy + rb + i0, ldy);
+                        tile_dispatch(nr, ng - t0 < TB ? ng - t0 : TB, wb, xb + t0 * CSTEPS * 2, steps, k0 == 0,
+                                      last, acc + i0 * TG + t0, Y + (size_t)(g0 + t0) * ldy + rb + i0, ldy);
+                }
             }
         }
     }

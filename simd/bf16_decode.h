@@ -248,6 +248,33 @@ static inline __attribute__((always_inline)) void decode_fp8_rows(const qmat *q,
     }
 }
 
+/* decode_fp8_rows for rows [r, r + nr) of one 128-row block, whose group
+ * contexts ctx[0, ng) (groups g0...) the caller built once for that block
+ * (fp8_block_ctx) and shares between the short row slices it decodes. */
+static inline void fp8_block_ctx(const qmat *q, int r, int g0, int ng, gctx *ctx)
+{
+    for (int g = 0; g < ng; g++)
+        ctx[g] = group_ctx(q, r, g0 + g);
+}
+
+static inline __attribute__((always_inline)) void decode_fp8_rows_ctx(const qmat *q, int r, int nr, int g0, int ng,
+                                                                       const gctx *ctx, uint16_t *dst,
+                                                                       size_t rstride, size_t vstride)
+{
+    size_t row_bytes = (size_t)q->cols;
+    for (int m = 0; m < nr; m++) {
+        prefetch_next_run(q, r + m, 2 * g0, 2 * ng);
+        const uint8_t *w = q->W + (size_t)(r + m) * row_bytes + (size_t)g0 * GROUP;
+        uint16_t *o = dst + m * rstride;
+        for (int g = 0; g < ng; g++, w += GROUP, o += 4 * vstride) {
+            __m512i v[4];
+            fp8_group(w, &ctx[g], v);
+            for (int i = 0; i < 4; i++)
+                _mm512_store_si512(o + i * vstride, v[i]);
+        }
+    }
+}
+
 /* Whether steps [s0, s0 + ns) are whole groups of columns in range. */
 static inline int whole_groups(const qmat *q, int s0, int ns)
 {

@@ -292,6 +292,16 @@ static void decode_chunk_rows(const qmat *q, int r, int nr, int k0, __m512i *out
     decode_fp8_rows_ctx(q, r, nr, k0 / GROUP, ng, ctx, (uint16_t *)out, CSTEPS * 2 * 32, 32);
 }
 
+/* Tokens of register tile j when ng tokens are split into as few tiles as
+ * TB allows, evenly: 13 as 5 + 4 + 4, not 6 + 6 + 1. A tile of one or two
+ * tokens has too few accumulators to cover vdpbf16ps's latency (4 or 8
+ * chains), so it costs about as much as a full one. */
+static inline int tile_tokens(int ng, int j)
+{
+    int tiles = (ng + TB - 1) / TB;
+    return ng / tiles + (j < ng % tiles);
+}
+
 /* Row block by row block (RBD rows), token group by token group (TG), chunk
  * by chunk: the activations of the chunk converted once, then each register
  * tile's RB rows decoded just before their tiles run, so the tiles read them
@@ -331,9 +341,9 @@ static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, siz
                     else
                         for (int i = 0; i < nr; i++)
                             decode_chunk(q, rb + i0 + i, k0, wb + i * CSTEPS * 2);
-                    for (int t0 = 0; t0 < ng; t0 += TB)
-                        tile_dispatch(nr, ng - t0 < TB ? ng - t0 : TB, wb, xb + t0 * CSTEPS * 2, steps, k0 == 0,
-                                      last, acc + i0 * TG + t0, Y + (size_t)(g0 + t0) * ldy + rb + i0, ldy);
+                    for (int t0 = 0, j = 0; t0 < ng; t0 += tile_tokens(ng, j++))
+                        tile_dispatch(nr, tile_tokens(ng, j), wb, xb + t0 * CSTEPS * 2, steps, k0 == 0, last,
+                                      acc + i0 * TG + t0, Y + (size_t)(g0 + t0) * ldy + rb + i0, ldy);
                 }
             }
         }

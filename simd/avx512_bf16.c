@@ -323,10 +323,7 @@ static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, siz
             for (int k0 = 0; k0 < q->cols; k0 += CHUNK) {
                 int len = q->cols - k0 < CHUNK ? q->cols - k0 : CHUNK;
                 int steps = (len + STEP - 1) / STEP, whole = whole_groups(q, k0 / STEP, steps), ctx_block = -1;
-                if (g0 == 0 && rb + RBD < r1) /* the next row block, over this block's chunks */
-                    prefetch_share((const char *)q->W + (size_t)(rb + RBD) * row_bytes,
-                                   (size_t)(r1 - rb - RBD < RBD ? r1 - rb - RBD : RBD) * row_bytes, k0 / CHUNK,
-                                   (q->cols + CHUNK - 1) / CHUNK);
+                int slices = (nrd + RB - 1) / RB, chunks = (q->cols + CHUNK - 1) / CHUNK;
                 for (int t = 0; t < ng; t++)
                     for (int s = 0; s < steps; s++) {
                         int k = k0 + s * STEP, l = q->cols - k < STEP ? q->cols - k : STEP;
@@ -336,6 +333,13 @@ static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, siz
                 int last = k0 + CHUNK >= q->cols;
                 for (int i0 = 0; i0 < nrd; i0 += RB) {
                     int nr = nrd - i0 < RB ? nrd - i0 : RB;
+                    /* the next row block, spread over this block's tiles: issued per
+                     * chunk (32 KiB at once for FP4 [2048x4096]) the prefetches filled
+                     * the miss buffers and the decode's own loads queued behind them */
+                    if (g0 == 0 && rb + RBD < r1)
+                        prefetch_share((const char *)q->W + (size_t)(rb + RBD) * row_bytes,
+                                       (size_t)(r1 - rb - RBD < RBD ? r1 - rb - RBD : RBD) * row_bytes,
+                                       (k0 / CHUNK) * slices + i0 / RB, chunks * slices);
                     if (whole)
                         decode_chunk_rows(q, rb + i0, nr, k0, wb, ctx, &ctx_block);
                     else

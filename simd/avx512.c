@@ -262,12 +262,16 @@ static void matmul_gemm(float *Y, size_t ldy, const wsrc *s, const float *X, siz
             int ng = n - g0 < TG ? n - g0 : TG;
             for (int k0 = 0; k0 < s->cols; k0 += CHUNK) {
                 int len = s->cols - k0 < CHUNK ? s->cols - k0 : CHUNK;
-                if (g0 == 0 && rg + RG < r1) /* the next row group, over this group's chunks */
-                    prefetch_share((const char *)s->W + (size_t)(rg + RG) * row_bytes,
-                                   (size_t)(r1 - rg - RG < RG ? r1 - rg - RG : RG) * row_bytes, k0 / CHUNK,
-                                   (s->cols + CHUNK - 1) / CHUNK);
-                for (int i = 0; i < nrg; i++)
+                int chunks = (s->cols + CHUNK - 1) / CHUNK;
+                for (int i = 0; i < nrg; i++) {
+                    /* the next row group, spread over this group's rows and chunks
+                     * (avx512_bf16.c: bursts stall the decoder's own loads) */
+                    if (g0 == 0 && rg + RG < r1)
+                        prefetch_share((const char *)s->W + (size_t)(rg + RG) * row_bytes,
+                                       (size_t)(r1 - rg - RG < RG ? r1 - rg - RG : RG) * row_bytes,
+                                       (k0 / CHUNK) * nrg + i, chunks * nrg);
                     decode_chunk(s, rg + i, k0, len, buf + i * CHUNK);
+                }
                 const float *xs = X + (size_t)g0 * ldx + k0;
                 size_t ldxs = ldx;
                 if (s->fmt == W_FP4) { /* FP4 columns come in whole blocks */

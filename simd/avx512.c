@@ -266,10 +266,14 @@ static void matmul_gemm(float *Y, size_t ldy, const wsrc *s, const float *X, siz
                 for (int i = 0; i < nrg; i++) {
                     /* the next row group, spread over this group's rows and chunks
                      * (avx512_bf16.c: bursts stall the decoder's own loads) */
-                    if (g0 == 0 && rg + RG < r1)
-                        prefetch_share((const char *)s->W + (size_t)(rg + RG) * row_bytes,
-                                       (size_t)(r1 - rg - RG < RG ? r1 - rg - RG : RG) * row_bytes,
-                                       (k0 / CHUNK) * nrg + i, chunks * nrg);
+                    if (g0 == 0 && rg + RG < r1) {
+                        int next = r1 - rg - RG < RG ? r1 - rg - RG : RG, part = (k0 / CHUNK) * nrg + i;
+                        prefetch_share((const char *)s->W + (size_t)(rg + RG) * row_bytes, (size_t)next * row_bytes,
+                                       part, chunks * nrg);
+                        if (s->fmt == W_FP4) /* and its block scales, a stream of their own */
+                            prefetch_share((const char *)s->scale + (size_t)(rg + RG) * (s->cols / 32),
+                                           (size_t)next * (s->cols / 32), part, chunks * nrg);
+                    }
                     decode_chunk(s, rg + i, k0, len, buf + i * CHUNK);
                 }
                 const float *xs = X + (size_t)g0 * ldx + k0;

@@ -336,10 +336,14 @@ static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, siz
                     /* the next row block, spread over this block's tiles: issued per
                      * chunk (32 KiB at once for FP4 [2048x4096]) the prefetches filled
                      * the miss buffers and the decode's own loads queued behind them */
-                    if (g0 == 0 && rb + RBD < r1)
-                        prefetch_share((const char *)q->W + (size_t)(rb + RBD) * row_bytes,
-                                       (size_t)(r1 - rb - RBD < RBD ? r1 - rb - RBD : RBD) * row_bytes,
-                                       (k0 / CHUNK) * slices + i0 / RB, chunks * slices);
+                    if (g0 == 0 && rb + RBD < r1) {
+                        int next = r1 - rb - RBD < RBD ? r1 - rb - RBD : RBD, part = (k0 / CHUNK) * slices + i0 / RB;
+                        prefetch_share((const char *)q->W + (size_t)(rb + RBD) * row_bytes, (size_t)next * row_bytes,
+                                       part, chunks * slices);
+                        if (q->fp4) /* and its block scales, a stream of their own */
+                            prefetch_share((const char *)q->scale + (size_t)(rb + RBD) * (q->cols / 32),
+                                           (size_t)next * (q->cols / 32), part, chunks * slices);
+                    }
                     if (whole)
                         decode_chunk_rows(q, rb + i0, nr, k0, wb, ctx, &ctx_block);
                     else

@@ -57,8 +57,12 @@ void matmul_fp4_avx512bf16(float *Y, size_t ldy, const uint8_t *W, const uint8_t
  * since tiles fold in registers: a 1024-column product (wq_b) then needs no
  * accumulator round trip at all. One Zen 5 core: FP8 [4096x1024] x 512
  * tokens 264-265 -> 295-299 GFLOP/s, FP4 [2048x4096] x 12 265 -> 270-273,
- * [4096x2048] x 24 unchanged; pp512 (2 threads) +2-10%. */
+ * [4096x2048] x 24 unchanged; pp512 (2 threads) +2-10%. A short last chunk
+ * joins the one before (chunk_len): 1536 columns (V4-Pro's wq_b) as one
+ * chunk, not 1024 + 512, saves the round trip there too (two Zen 5 cores,
+ * FP8 [65536x1536] x 64 tokens 497-505 -> 543-548 GFLOP/s). */
 #define CHUNK 1024
+#define CHUNK_MAX (CHUNK + CHUNK / 2)
 #define RB 4          /* rows per register tile / in-register block */
 #define RBD 64        /* rows per block of the many-token path: the activations'
                          bf16 conversion per chunk is shared by this many rows */
@@ -68,8 +72,8 @@ _Static_assert(RB == 4 && TB <= 8, "tile_chunk_end folds 4 rows and at most 8 to
  * 64-token product decodes its weights once, not twice (two Zen 5 cores,
  * alternated: FP8 [32768x1024] x 64 53.4 -> 56.4-58.0%, [65536x1536]
  * 49.0-49.8 -> 50.0-51.2% of the vdpbf16ps peak; pp512 +2-3%). The frame
- * is then ~400 KiB: tokens and accumulators 128 + 256, one tile's decoded
- * rows 8 and the FP8 group tables 2.5. */
+ * is then ~470 KiB: tokens and accumulators 192 + 256, one tile's decoded
+ * rows 12 and the FP8 group tables 4 (chunks up to CHUNK_MAX columns). */
 #define TG 64
 #define GEMM_MIN_N 4  /* below this, decode in registers */
 #define MV_RB 8       /* most rows per in-register block (one token, FP4): the activations'
@@ -203,7 +207,19 @@ MATVEC_FN(matvec_fp4, 1, 8)
 
 /* ---- many tokens: decoded chunks and RB x TB register tiles ---- */
 
-#define CSTEPS (CHUNK / STEP)
+#define CSTEPS (CHUNK_MAX / STEP) /* steps a chunk's buffers hold */
+
+/* Columns of the chunk at k0: CHUNK, or all that are left when at most
+ * CHUNK_MAX are; and how many chunks a row of cols columns takes. */
+static inline int chunk_len(int cols, int k0)
+{
+    return cols - k0 <= CHUNK_MAX ? cols - k0 : CHUNK;
+}
+
+static inline int chunk_count(int cols)
+{
+    return cols <= CHUNK_MAX ? 1 : (cols - CHUNK_MAX + CHUNK - 1) / CHUNK + 1;
+}
 
 /* first: the accumulators start at zero (the first chunk) rather than from
  * acc; last: the sums are folded into y (row i of token t at y[t * ldy + i])
@@ -253,8 +269,8 @@ static void tile_dispatch(int nr, int nt, const __m512i *wb, const __m512i *xb, 
 
 static void decode_chunk(const qmat *q, int r, int k0, __m512i *out /* [CSTEPS][2] */)
 {
-    int end = k0 + CHUNK < q->cols ? k0 + CHUNK : q->cols;
-    prefetch_next_run(q, r, k0 / STEP, CSTEPS);
+    int end = k0 + chunk_len(q->cols, k0);
+    prefetch_next_run(q, r, k0 / STEP, (end - k0 + STEP - 1) / STEP);
     for (int g = k0 / GROUP; g * GROUP < end; g++) {
         gctx c = group_ctx(q, r, g);
         for (int j = 0; j < 2 && g * GROUP + j * STEP < end; j++) {
@@ -276,7 +292,7 @@ static void decode_chunk(const qmat *q, int r, int k0, __m512i *out /* [CSTEPS][
  * (-1: none yet), rebuilt when the rows enter another block. */
 static void decode_chunk_rows(const qmat *q, int r, int nr, int k0, __m512i *out, gctx *ctx, int *ctx_block)
 {
-    int ng = (q->cols - k0 < CHUNK ? q->cols - k0 : CHUNK) / GROUP;
+    int ng = chunk_len(q->cols, k0) / GROUP;
     if (q->fp4) {
         decode_fp4_rows(q, r, nr, k0 / GROUP, ng, (uint16_t *)out, CSTEPS * 2 * 32, 32);
         return;
@@ -330,22 +346,22 @@ static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, siz
 {
     __m512i wb[RB * CSTEPS * 2], xb[TG * CSTEPS * 2];
     __m512 acc[RBD * TG];
-    gctx ctx[CHUNK / GROUP];
+    gctx ctx[CHUNK_MAX / GROUP];
     for (int rb = r0; rb < r1; rb += RBD) {
         int nrd = r1 - rb < RBD ? r1 - rb : RBD;
         for (int g0 = 0; g0 < n; g0 += TG) {
             int ng = n - g0 < TG ? n - g0 : TG;
-            for (int k0 = 0; k0 < q->cols; k0 += CHUNK) {
-                int len = q->cols - k0 < CHUNK ? q->cols - k0 : CHUNK;
+            for (int k0 = 0, len; k0 < q->cols; k0 += len) {
+                len = chunk_len(q->cols, k0);
                 int steps = (len + STEP - 1) / STEP, whole = whole_groups(q, k0 / STEP, steps), ctx_block = -1;
-                int slices = (nrd + RB - 1) / RB, chunks = (q->cols + CHUNK - 1) / CHUNK;
+                int slices = (nrd + RB - 1) / RB, chunks = chunk_count(q->cols);
                 for (int t = 0; t < ng; t++)
                     for (int s = 0; s < steps; s++) {
                         int k = k0 + s * STEP, l = q->cols - k < STEP ? q->cols - k : STEP;
                         prep_step(q->fp4, X + (size_t)(g0 + t) * ldx + k, l, &xb[(t * CSTEPS + s) * 2],
                                   &xb[(t * CSTEPS + s) * 2 + 1]);
                     }
-                int last = k0 + CHUNK >= q->cols;
+                int last = k0 + len >= q->cols;
                 for (int i0 = 0; i0 < nrd; i0 += RB) {
                     int nr = nrd - i0 < RB ? nrd - i0 : RB;
                     if (g0 == 0 && rb + RBD < r1) /* the next row block, spread over this block's slices */

@@ -8,7 +8,7 @@
  * order does not depend on n, r0 or r1, so results are identical whatever
  * the batch size or thread split. No kernel allocates: the many-token
  * matrix paths keep their decoded weights, activations and accumulators on
- * the stack (up to ~400 KiB, avx512_bf16.c), so threads that call them need
+ * the stack (up to ~470 KiB, avx512_bf16.c), so threads that call them need
  * the usual 2-8 MiB stacks, not small ones. */
 #ifndef DSV4_SIMD_KERNELS_H
 #define DSV4_SIMD_KERNELS_H

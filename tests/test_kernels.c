@@ -466,6 +466,7 @@ static void test_e4m3act(void **state)
             check_matmul_vs_double(k, f, 37, 1056, 9);
             check_simd_vs_scalar(k, f, 300, 4096, 2, 1);
             check_simd_vs_scalar(k, f, 64, 2080, 7, 0);
+            check_simd_vs_scalar(k, f, 40, 1536, 12, 1); /* one chunk of CHUNK_MAX columns (avx512_bf16.c) */
             check_invariance(k, f, 70, 160, 17);
             check_invariance(k, f, 13, 2048, 64);
             check_invariance(k, f, 13, 1024, 140); /* more tokens than a group holds (64) */

@@ -308,22 +308,6 @@ static void decode_chunk_rows(const qmat *q, int r, int nr, int k0, __m512i *out
     decode_fp8_rows_ctx(q, r, nr, k0 / GROUP, ng, ctx, (uint16_t *)out, CSTEPS * 2 * 32, 32);
 }
 
-/* Part `part` of `parts` of rows [r, r + nr): their weights and, for FP4,
- * their block scales (a tensor of their own, [rows][cols/32]). The
- * many-token path spreads the next row block's over the current one's
- * slices, a few dozen lines at a time: issued a chunk at a time (512 lines
- * at once for FP4 [2048x4096]) they filled the miss buffers and the
- * decoder's own loads queued behind them; without the scales it then
- * waited on those. */
-static inline void prefetch_rows_part(const qmat *q, int r, int nr, int part, int parts)
-{
-    size_t row_bytes = q->fp4 ? (size_t)q->cols / 2 : (size_t)q->cols;
-    prefetch_share((const char *)q->W + (size_t)r * row_bytes, (size_t)nr * row_bytes, part, parts);
-    if (q->fp4)
-        prefetch_share((const char *)q->scale + (size_t)r * (q->cols / 32), (size_t)nr * (q->cols / 32), part,
-                       parts);
-}
-
 /* Tokens of register tile j when ng tokens are split into as few tiles as
  * TB allows, evenly: 13 as 5 + 4 + 4, not 6 + 6 + 1. A tile of one or two
  * tokens has too few accumulators to cover vdpbf16ps's latency (4 or 8
@@ -347,6 +331,7 @@ static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, siz
     __m512i wb[RB * CSTEPS * 2], xb[TG * CSTEPS * 2];
     __m512 acc[RBD * TG];
     gctx ctx[CHUNK_MAX / GROUP];
+    size_t row_bytes = q->fp4 ? (size_t)q->cols / 2 : (size_t)q->cols;
     for (int rb = r0; rb < r1; rb += RBD) {
         int nrd = r1 - rb < RBD ? r1 - rb : RBD;
         for (int g0 = 0; g0 < n; g0 += TG) {
@@ -364,9 +349,17 @@ static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, siz
                 int last = k0 + len >= q->cols;
                 for (int i0 = 0; i0 < nrd; i0 += RB) {
                     int nr = nrd - i0 < RB ? nrd - i0 : RB;
-                    if (g0 == 0 && rb + RBD < r1) /* the next row block, spread over this block's slices */
-                        prefetch_rows_part(q, rb + RBD, r1 - rb - RBD < RBD ? r1 - rb - RBD : RBD,
-                                           (k0 / CHUNK) * slices + i0 / RB, chunks * slices);
+                    /* the next row block, spread over this block's tiles: issued per
+                     * chunk (32 KiB at once for FP4 [2048x4096]) the prefetches filled
+                     * the miss buffers and the decode's own loads queued behind them */
+                    if (g0 == 0 && rb + RBD < r1) {
+                        int next = r1 - rb - RBD < RBD ? r1 - rb - RBD : RBD, part = (k0 / CHUNK) * slices + i0 / RB;
+                        prefetch_share((const char *)q->W + (size_t)(rb + RBD) * row_bytes, (size_t)next * row_bytes,
+                                       part, chunks * slices);
+                        if (q->fp4) /* and its block scales, a stream of their own */
+                            prefetch_share((const char *)q->scale + (size_t)(rb + RBD) * (q->cols / 32),
+                                           (size_t)next * (q->cols / 32), part, chunks * slices);
+                    }
                     if (whole)
                         decode_chunk_rows(q, rb + i0, nr, k0, wb, ctx, &ctx_block);
                     else

@@ -328,6 +328,24 @@ static void run_group(const dsv4_engine *e, const dsv4_layer_weights *lw, moe_sc
     }
 }
 
+/* Where the group of rows starting at g0 ends: at most group_rows on, at
+ * the last expert boundary that allows, so that an expert is not split
+ * between two groups (its weights read twice, each time for fewer tokens);
+ * only an expert with more rows than a group is. */
+static int group_end(const moe_scratch *s, int E, int total, int g0)
+{
+    int limit = total - g0 < s->group_rows ? total : g0 + s->group_rows;
+    if (limit == total)
+        return total;
+    int end = limit;
+    for (int i = E; i > 0 && s->first[i] > g0; i--)
+        if (s->first[i] <= limit) {
+            end = s->first[i];
+            break;
+        }
+    return end;
+}
+
 static void shared_expert(const dsv4_engine *e, const dsv4_expert_weights *ew, moe_scratch *s, const float *x,
                           const float *xq, int n, float *out)
 {
@@ -367,8 +385,8 @@ void moe_forward(const dsv4_engine *e, int layer, moe_scratch *s, const float *x
     }
 
     memset(s->routed, 0, (size_t)n * row_bytes);
-    for (int g0 = 0; g0 < n * K; g0 += s->group_rows) {
-        int g1 = n * K - g0 < s->group_rows ? n * K : g0 + s->group_rows;
+    for (int g0 = 0, g1; g0 < n * K; g0 = g1) {
+        g1 = group_end(s, e->cfg.n_routed_experts, n * K, g0);
         run_group(e, lw, s, x, s->xq, g0, g1);
     }
 

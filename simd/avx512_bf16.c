@@ -105,6 +105,10 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
     int next_row = rb + nr < r1 ? rb + nr : r1; /* prefetch within the caller's rows only */
     size_t left = (size_t)(r1 - next_row) * row_bytes;
     const char *next = (const char *)q->W + (size_t)next_row * row_bytes;
+    __m512i dw[MV_RB]; /* FP4: the rows' scale subtrahends of 8 groups (decode_fp4_rows) */
+    #pragma GCC unroll 8
+    for (int i = 0; i < nr; i++)
+        dw[i] = _mm512_setzero_si512();
     for (int g = 0; g * GROUP < cols; g++) {
         gctx c[MV_RB];
         if (q->fp4 && g == 0) /* the next block's scales, a short stream of their own */
@@ -122,10 +126,20 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
             #pragma GCC unroll 8
             for (int i = 0; i < nr; i++) {
                 __m512i w[4];
-                if (q->fp4)
-                    fp4_group(q->W + (size_t)(rb + i) * row_bytes + (size_t)g * (GROUP / 2),
-                              q->scale + (size_t)(rb + i) * (cols / 32) + (size_t)g * (GROUP / 32), w);
-                else {
+                if (q->fp4) {
+                    int b = 4 * (g % 8);
+                    if (b == 0) {
+                        int cnt = cols / 32 - 4 * g < 32 ? cols / 32 - 4 * g : 32;
+                        __m512i sw = _mm512_cvtepu8_epi16(
+                            _mm256_maskz_loadu_epi8(m32(cnt), q->scale + (size_t)(rb + i) * (cols / 32) + 4 * g));
+                        dw[i] = _mm512_slli_epi16(_mm512_sub_epi16(_mm512_set1_epi16(S_MAX), sw), 7);
+                    }
+                    const __m512i pair = _mm512_load_si512(idx_step_scale[0]);
+                    fp4_group_d(q->W + (size_t)(rb + i) * row_bytes + (size_t)g * (GROUP / 2),
+                                _mm512_permutexvar_epi16(_mm512_add_epi16(pair, _mm512_set1_epi16((short)b)), dw[i]),
+                                _mm512_permutexvar_epi16(_mm512_add_epi16(pair, _mm512_set1_epi16((short)(b + 2))), dw[i]),
+                                w);
+                } else {
                     if (i == 0 || (rb + i) % 128 == 0) /* rows of one 128-row block share their scale */
                         c8 = group_ctx(q, rb + i, g);
                     fp8_group(q->W + (size_t)(rb + i) * row_bytes + (size_t)g * GROUP, &c8, w);

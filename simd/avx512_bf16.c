@@ -128,17 +128,11 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
                 __m512i w[4];
                 if (q->fp4) {
                     int b = 4 * (g % 8);
-                    if (b == 0) {
-                        int cnt = cols / 32 - 4 * g < 32 ? cols / 32 - 4 * g : 32;
-                        __m512i sw = _mm512_cvtepu8_epi16(
-                            _mm256_maskz_loadu_epi8(m32(cnt), q->scale + (size_t)(rb + i) * (cols / 32) + 4 * g));
-                        dw[i] = _mm512_slli_epi16(_mm512_sub_epi16(_mm512_set1_epi16(S_MAX), sw), 7);
-                    }
-                    const __m512i pair = _mm512_load_si512(idx_step_scale[0]);
-                    fp4_group_d(q->W + (size_t)(rb + i) * row_bytes + (size_t)g * (GROUP / 2),
-                                _mm512_permutexvar_epi16(_mm512_add_epi16(pair, _mm512_set1_epi16((short)b)), dw[i]),
-                                _mm512_permutexvar_epi16(_mm512_add_epi16(pair, _mm512_set1_epi16((short)(b + 2))), dw[i]),
-                                w);
+                    if (b == 0)
+                        dw[i] = fp4_subtrahends(q->scale + (size_t)(rb + i) * (cols / 32) + 4 * g,
+                                                cols / 32 - 4 * g < 32 ? cols / 32 - 4 * g : 32);
+                    fp4_group_d(q->W + (size_t)(rb + i) * row_bytes + (size_t)g * (GROUP / 2), fp4_step_d(dw[i], b),
+                                fp4_step_d(dw[i], b + 2), w);
                 } else {
                     if (i == 0 || (rb + i) % 128 == 0) /* rows of one 128-row block share their scale */
                         c8 = group_ctx(q, rb + i, g);

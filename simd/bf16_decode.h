@@ -183,6 +183,22 @@ static inline __attribute__((always_inline)) void fp4_group_d(const uint8_t *w, 
     v[3] = _mm512_subs_epu16(_mm512_permutexvar_epi16(_mm512_srli_epi16(b1, 4), lut), d1);
 }
 
+/* The exponent subtrahends (191 - s) << 7 of cnt (at most 32) FP4 block
+ * scales s, as words; and from them, those of the step whose first block is
+ * word b (its two blocks in words 0-15 and 16-31). Runs of rows take these
+ * once per 8 groups where fp4_group gathers 4 scales per group. */
+static inline __attribute__((always_inline)) __m512i fp4_subtrahends(const uint8_t *s, int cnt)
+{
+    __m512i sw = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m32(cnt), s));
+    return _mm512_slli_epi16(_mm512_sub_epi16(_mm512_set1_epi16(S_MAX), sw), 7);
+}
+
+static inline __attribute__((always_inline)) __m512i fp4_step_d(__m512i dw, int b)
+{
+    return _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_load_si512(idx_step_scale[0]), _mm512_set1_epi16((short)b)),
+                                    dw);
+}
+
 /* One FP4 group with its 4 block scales s. */
 static inline __attribute__((always_inline)) void fp4_group(const uint8_t *w, const uint8_t *s, __m512i v[4])
 {
@@ -222,26 +238,20 @@ static inline __attribute__((always_inline)) void decode_fp4_rows(const qmat *q,
                                                                    uint16_t *dst, size_t rstride, size_t vstride)
 {
     size_t row_bytes = (size_t)q->cols / 2, row_scales = (size_t)q->cols / 32;
-    const __m512i smax = _mm512_set1_epi16(S_MAX), pair = _mm512_load_si512(idx_step_scale[0]);
     for (int m = 0; m < nr; m++) {
         prefetch_next_run(q, r + m, 2 * g0, 2 * ng);
         const uint8_t *w = q->W + (size_t)(r + m) * row_bytes + (size_t)g0 * (GROUP / 2);
         const uint8_t *s = q->scale + (size_t)(r + m) * row_scales + (size_t)g0 * (GROUP / 32);
         uint16_t *o = dst + m * rstride;
-        /* the subtrahends of the run's blocks, 32 at a time (8 groups), as
-         * words; each step picks its two blocks with one vpermw (fp4_group
-         * builds them per group: 3 more operations a step) */
+        /* the subtrahends of the run's blocks, 32 at a time (8 groups): one
+         * vpermw a step where fp4_group spends 3 more operations */
         __m512i dw = _mm512_setzero_si512();
         for (int g = 0; g < ng; g++, w += GROUP / 2, o += 4 * vstride) {
             int b = 4 * (g % 8);
-            if (b == 0) {
-                int cnt = 4 * (ng - g) < 32 ? 4 * (ng - g) : 32;
-                __m512i sw = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m32(cnt), s + 4 * g));
-                dw = _mm512_slli_epi16(_mm512_sub_epi16(smax, sw), 7);
-            }
+            if (b == 0)
+                dw = fp4_subtrahends(s + 4 * g, 4 * (ng - g) < 32 ? 4 * (ng - g) : 32);
             __m512i v[4];
-            fp4_group_d(w, _mm512_permutexvar_epi16(_mm512_add_epi16(pair, _mm512_set1_epi16((short)b)), dw),
-                        _mm512_permutexvar_epi16(_mm512_add_epi16(pair, _mm512_set1_epi16((short)(b + 2))), dw), v);
+            fp4_group_d(w, fp4_step_d(dw, b), fp4_step_d(dw, b + 2), v);
             for (int i = 0; i < 4; i++)
                 _mm512_store_si512(o + i * vstride, v[i]);
         }

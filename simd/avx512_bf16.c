@@ -33,10 +33,12 @@
  * 16-column quarter L then columns 16L + 8..15, lane i taking the pair
  * (16(i/4) + 2(i%4), +1) of its half; FP4: even columns then odd columns,
  * pairs (4i, 4i+2) and (4i+1, 4i+3) per lane), steps in
- * ascending order, then the 16 lanes folded pairwise. The few-token path
- * (weights decoded in registers) and the many-token path (decoded chunks,
- * register tiles) run exactly this sequence, so results do not depend on
- * n, r0 or r1. */
+ * ascending order, then the 16 lanes folded pairwise: for FP4 over the
+ * whole row; for FP8 per chunk of columns (chunk_len: 2048, the last one
+ * up to 3072), the chunks' sums then added in column order in fp32. The
+ * few-token path (weights decoded in registers) and the many-token path
+ * (decoded chunks, register tiles) run exactly this sequence, so results
+ * do not depend on n, r0 or r1. (Why the formats differ: matmul_gemm.) */
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vbmi")
 
 #include <immintrin.h>
@@ -53,29 +55,30 @@ void matmul_fp8_avx512bf16(float *Y, size_t ldy, const uint8_t *W, const uint8_t
 void matmul_fp4_avx512bf16(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X,
                            size_t ldx, int n, int rows, int cols, int r0, int r1);
 
-/* Columns decoded at a time on the many-token path. 1024 rather than 512
- * since tiles fold in registers: a 1024-column product (wq_b) then needs no
- * accumulator round trip at all. One Zen 5 core: FP8 [4096x1024] x 512
- * tokens 264-265 -> 295-299 GFLOP/s, FP4 [2048x4096] x 12 265 -> 270-273,
- * [4096x2048] x 24 unchanged; pp512 (2 threads) +2-10%. A short last chunk
- * joins the one before (chunk_len): 1536 columns (V4-Pro's wq_b) as one
- * chunk, not 1024 + 512, saves the round trip there too (two Zen 5 cores,
- * FP8 [65536x1536] x 64 tokens 497-505 -> 543-548 GFLOP/s). */
+/* Columns per chunk: the many-token path decodes and converts a chunk at a
+ * time (and FP8 sums fold per chunk). 1024 rather than 512: one Zen 5
+ * core, FP8 [4096x1024] x 512 tokens 264-265 -> 295-299 GFLOP/s, FP4
+ * [2048x4096] x 12 265 -> 270-273; rather than 2048: MoE job lists (64
+ * experts x 5-19 tokens, two Zen 5 cores) 545-556 against 468-510 GFLOP/s,
+ * FP8 within a few percent either way. A short last chunk joins the one
+ * before (chunk_len): 1536 columns (V4-Pro's wq_b) are one chunk (FP8
+ * [65536x1536] x 64 tokens, two Zen 5 cores: 497-505 -> 543-548). */
 #define CHUNK 1024
 #define CHUNK_MAX (CHUNK + CHUNK / 2)
 #define RB 4          /* rows per register tile / in-register block */
 #define RBD_MAX 256   /* most rows per block of the many-token path: the activations'
                          bf16 conversion per chunk is shared by the block's rows */
 #define TB 6          /* tokens per register tile */
-_Static_assert(RB == 4 && TB <= 8, "tile_chunk_end folds 4 rows and at most 8 tokens");
-/* Tokens whose accumulators live across chunks: 64 rather than 48, so a
- * 64-token product decodes its weights once, not twice (two Zen 5 cores,
- * alternated: FP8 [32768x1024] x 64 53.4 -> 56.4-58.0%, [65536x1536]
- * 49.0-49.8 -> 50.0-51.2% of the vdpbf16ps peak; pp512 +2-3%). The frame
- * is then ~470 KiB: tokens and accumulators 192 + 256, one tile's decoded
- * rows 12 and the FP8 group tables 4 (chunks up to CHUNK_MAX columns). */
+_Static_assert(RB == 4 && TB <= 8, "fold16_store_tile4 folds 4 rows and at most 8 tokens");
+/* Tokens converted at a time: 64 rather than 48, so a 64-token product
+ * decodes its weights once, not twice (two Zen 5 cores, alternated: FP8
+ * [32768x1024] x 64 53.4 -> 56.4-58.0%, [65536x1536] 49.0-49.8 -> 50.0-51.2%
+ * of the vdpbf16ps peak; pp512 +2-3%). */
 #define TG 64
-#define ACC_VECS (64 * TG) /* accumulators a block keeps across chunks: 64 rows x TG tokens */
+/* Partial sums an FP4 block keeps between chunks (64 rows x TG tokens). The
+ * frame is then ~470 KiB: these 256, the tokens' chunk 192, one tile's
+ * decoded rows 12, the FP8 group tables 4. */
+#define ACC_VECS (64 * TG)
 #define GEMM_MIN_N 4  /* below this, decode in registers */
 #define MV_RB 8       /* most rows per in-register block (one token, FP4): the activations'
                          conversion is shared by more rows */
@@ -85,6 +88,24 @@ _Static_assert(RB == 4 && TB <= 8, "tile_chunk_end folds 4 rows and at most 8 to
 static inline __m512 dp(__m512 acc, __m512i w, __m512i x)
 {
     return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)x);
+}
+
+/* Columns of the chunk at k0: CHUNK, or all that are left when at most
+ * CHUNK_MAX are; and how many chunks a row of cols columns takes. */
+static inline int chunk_len(int cols, int k0)
+{
+    return cols - k0 <= CHUNK_MAX ? cols - k0 : CHUNK;
+}
+
+static inline int chunk_count(int cols)
+{
+    return cols <= CHUNK_MAX ? 1 : (cols - CHUNK_MAX + CHUNK - 1) / CHUNK + 1;
+}
+
+/* Whether a chunk other than the first starts at column k. */
+static inline int chunk_starts(int cols, int k)
+{
+    return k > 0 && k % CHUNK == 0 && k / CHUNK < chunk_count(cols);
 }
 
 /* ---- few tokens: decode in registers, nr rows x nt tokens ---- */
@@ -106,12 +127,30 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
     int next_row = rb + nr < r1 ? rb + nr : r1; /* prefetch within the caller's rows only */
     size_t left = (size_t)(r1 - next_row) * row_bytes;
     const char *next = (const char *)q->W + (size_t)next_row * row_bytes;
+    float part[MV_RB][GEMM_MIN_N - 1]; /* the sums of the chunks before, once `folded` */
+    int folded = 0;
+    #pragma GCC unroll 8
+    for (int i = 0; i < nr; i++)
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++)
+            part[i][t] = 0.0f; /* unread until folded; this only informs the compiler */
     __m512i dw[MV_RB]; /* FP4: the rows' scale subtrahends of 8 groups (decode_fp4_rows) */
     #pragma GCC unroll 8
     for (int i = 0; i < nr; i++)
         dw[i] = _mm512_setzero_si512();
     for (int g = 0; g * GROUP < cols; g++) {
         gctx c[MV_RB];
+        if (!q->fp4 && chunk_starts(cols, g * GROUP)) { /* chunks start on whole groups */
+            #pragma GCC unroll 8
+            for (int i = 0; i < nr; i++)
+                #pragma GCC unroll 8
+                for (int t = 0; t < nt; t++) {
+                    float f = fold16(acc[i][t]);
+                    part[i][t] = folded ? part[i][t] + f : f;
+                    acc[i][t] = _mm512_setzero_ps();
+                }
+            folded = 1;
+        }
         if (q->fp4 && g == 0) /* the next block's scales, a short stream of their own */
             prefetch_next_block((const char *)q->scale + (size_t)next_row * (cols / 32), 0, (size_t)nr * (cols / 32),
                                 (size_t)(r1 - next_row) * (cols / 32));
@@ -173,7 +212,7 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
     for (int i = 0; i < nr; i++)
         #pragma GCC unroll 8
         for (int t = 0; t < nt; t++)
-            Y[(size_t)t * ldy + rb + i] = fold16(acc[i][t]);
+            Y[(size_t)t * ldy + rb + i] = folded ? part[i][t] + fold16(acc[i][t]) : fold16(acc[i][t]);
 }
 
 #define MV_CASE(FP4, NR, NT)                                                                       \
@@ -218,28 +257,19 @@ MATVEC_FN(matvec_fp4, 1, 8)
 
 #define CSTEPS (CHUNK_MAX / STEP) /* steps a chunk's buffers hold */
 
-/* Columns of the chunk at k0: CHUNK, or all that are left when at most
- * CHUNK_MAX are; and how many chunks a row of cols columns takes. */
-static inline int chunk_len(int cols, int k0)
-{
-    return cols - k0 <= CHUNK_MAX ? cols - k0 : CHUNK;
-}
 
-static inline int chunk_count(int cols)
-{
-    return cols <= CHUNK_MAX ? 1 : (cols - CHUNK_MAX + CHUNK - 1) / CHUNK + 1;
-}
-
-/* first: the accumulators start at zero (the first chunk) rather than from
- * acc; last: the sums are folded into y (row i of token t at y[t * ldy + i])
- * rather than kept in acc. */
+/* One chunk of a register tile. fold (FP8): the chunk's sums are folded
+ * into y (row i of token t at y[t * ldy + i]), stored there for the first
+ * chunk and added to it for the others. Else (FP4) the sums start at zero
+ * on the first chunk and from acc on the others, and go back to acc, or
+ * after the last chunk are folded into y. */
 static inline __attribute__((always_inline)) void tile(int nr, int nt, const __m512i *wb /* [RB][CSTEPS][2] */,
                                                         const __m512i *xb /* [TG][CSTEPS][2] */, int steps,
-                                                        int first, int last,
+                                                        int first, int last, int fold,
                                                         __m512 *acc /* the tile's [nr][nt] */, float *y, size_t ldy)
 {
     __m512 a[RB][TB];
-    tile_chunk_start(nr, nt, &a[0][0], TB, first, acc, nt);
+    tile_chunk_start(nr, nt, &a[0][0], TB, first || fold, acc, nt);
     /* one vector (half a step) per iteration, not unrolled: 24 accumulators,
      * 4 weights and an activation fit the 32 registers only so (unrolled,
      * GCC spilled two accumulators into the dependency chains) */
@@ -257,18 +287,25 @@ static inline __attribute__((always_inline)) void tile(int nr, int nt, const __m
                 a[i][t] = dp(a[i][t], w[i], x);
         }
     }
-    tile_chunk_end(nr, nt, &a[0][0], TB, last, acc, nt, y, ldy);
+    if (fold)
+        fold16_store_tile4(nr, nt, &a[0][0], TB, !first, y, ldy);
+    else
+        tile_chunk_end(nr, nt, &a[0][0], TB, last, acc, nt, y, ldy);
 }
 
 #define TILE_CASE(NR, NT)                                                                          \
     case (NR) * 8 + (NT):                                                                          \
-        tile(NR, NT, wb, xb, steps, first, last, acc, y, ldy);                                     \
+        tile(NR, NT, wb, xb, steps, first, last, fold, acc, y, ldy);                               \
         break;
 #define TILE_ROW(NR) TILE_CASE(NR, 1) TILE_CASE(NR, 2) TILE_CASE(NR, 3) TILE_CASE(NR, 4)            \
     TILE_CASE(NR, 5) TILE_CASE(NR, 6)
 
-static void tile_dispatch(int nr, int nt, const __m512i *wb, const __m512i *xb, int steps, int first, int last,
-                          __m512 *acc, float *y, size_t ldy)
+/* Not inlined: inside matmul_gemm, GCC 12 allocated the tiles' registers
+ * worse (one Zen 5 core: FP4 [2048x4096] x 12 tokens 237-245 against
+ * 314-317 GFLOP/s). */
+static __attribute__((noinline)) void tile_dispatch(int nr, int nt, const __m512i *wb, const __m512i *xb, int steps,
+                                                    int first, int last, int fold, __m512 *acc, float *y,
+                                                    size_t ldy)
 {
     switch (nr * 8 + nt) {
         TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4)
@@ -326,73 +363,107 @@ static inline int tile_tokens(int ng, int j)
     return ng / tiles + (j < ng % tiles);
 }
 
-/* Rows per block of the many-token path for n tokens: as many as the
- * accumulators allow (none are kept when the row is one chunk), up to
- * RBD_MAX. The activations are converted once per block and chunk, which at
- * 64 rows cost ~10%: one Zen 5 core, FP8 [4096x1024] x 64 tokens 319-325 ->
- * 350-354 GFLOP/s, x 512 312-313 -> 347-355 with 256-row blocks. */
-static inline int block_rows(int cols, int n)
+/* Rows per block of the many-token path: RBD_MAX, or for FP4 rows of more
+ * than one chunk as many as the kept partial sums of n tokens allow. */
+static inline int block_rows(const qmat *q, int n)
 {
-    if (chunk_count(cols) == 1)
+    if (!q->fp4 || chunk_count(q->cols) == 1)
         return RBD_MAX;
     int rows = ACC_VECS / (n < TG ? n : TG) / RB * RB;
     return rows < RBD_MAX ? rows : RBD_MAX;
 }
 
-/* Row block by row block (block_rows), token group by token group (TG), chunk
- * by chunk: the activations of the chunk converted once, then each register
- * tile's RB rows decoded just before their tiles run, so the tiles read them
- * from L1 (decoding the whole block first left them in L2; two Zen 5 cores,
- * medians of six alternations: FP4 [2048x4096] x 12 tokens 420 -> 452,
- * x 64 608 -> 644, FP8 [4096x1024] x 16 367 -> 375, x 64 556 -> 590
- * GFLOP/s). */
+/* The working state of one matmul_gemm call. */
+typedef struct {
+    const qmat *q;
+    const float *X;
+    size_t ldx;
+    float *Y;
+    size_t ldy;
+    int r1, rbd;
+    __m512i *wb, *xb; /* one tile's decoded rows [RB][CSTEPS][2]; the group's chunk [TG][CSTEPS][2] */
+    __m512 *acc;      /* FP4: the group's kept sums, [slices][tiles][nr][nt] in tile order */
+    gctx *ctx;        /* FP8: the group tables of the rows' 128-row scale block */
+} gemm_call;
+
+/* Rows [rb, rb + nrd) x tokens [g0, g0 + ng) x the chunk at k0: the tokens'
+ * chunk converted once, then each register tile's RB rows decoded just
+ * before their tiles run, so the tiles read them from L1 (decoding the
+ * whole block first left them in L2; two Zen 5 cores, medians of six
+ * alternations: FP4 [2048x4096] x 12 tokens 420 -> 452, x 64 608 -> 644,
+ * FP8 [4096x1024] x 16 367 -> 375, x 64 556 -> 590 GFLOP/s). */
+static void gemm_pass(const gemm_call *c, int rb, int nrd, int g0, int ng, int k0)
+{
+    const qmat *q = c->q;
+    int len = chunk_len(q->cols, k0), steps = (len + STEP - 1) / STEP, whole = whole_groups(q, k0 / STEP, steps);
+    int first = k0 == 0, last = k0 + len >= q->cols, fold = !q->fp4, ctx_block = -1;
+    int slices = (nrd + RB - 1) / RB, chunks = chunk_count(q->cols);
+    size_t row_bytes = q->fp4 ? (size_t)q->cols / 2 : (size_t)q->cols;
+    for (int t = 0; t < ng; t++)
+        for (int s = 0; s < steps; s++) {
+            int k = k0 + s * STEP, l = q->cols - k < STEP ? q->cols - k : STEP;
+            prep_step(q->fp4, c->X + (size_t)(g0 + t) * c->ldx + k, l, &c->xb[(t * CSTEPS + s) * 2],
+                      &c->xb[(t * CSTEPS + s) * 2 + 1]);
+        }
+    for (int i0 = 0; i0 < nrd; i0 += RB) {
+        int nr = nrd - i0 < RB ? nrd - i0 : RB;
+        /* the next row block, spread over this block's tiles: issued per
+         * chunk (32 KiB at once for FP4 [2048x4096]) the prefetches filled
+         * the miss buffers and the decode's own loads queued behind them */
+        if (g0 == 0 && rb + c->rbd < c->r1) {
+            int next = c->r1 - rb - c->rbd < c->rbd ? c->r1 - rb - c->rbd : c->rbd;
+            int part = (k0 / CHUNK) * slices + i0 / RB;
+            prefetch_share((const char *)q->W + (size_t)(rb + c->rbd) * row_bytes, (size_t)next * row_bytes, part,
+                           chunks * slices);
+            if (q->fp4) /* and its block scales, a stream of their own */
+                prefetch_share((const char *)q->scale + (size_t)(rb + c->rbd) * (q->cols / 32),
+                               (size_t)next * (q->cols / 32), part, chunks * slices);
+        }
+        if (whole)
+            decode_chunk_rows(q, rb + i0, nr, k0, c->wb, c->ctx, &ctx_block);
+        else
+            for (int i = 0; i < nr; i++)
+                decode_chunk(q, rb + i0 + i, k0, c->wb + i * CSTEPS * 2);
+        for (int t0 = 0, j = 0; t0 < ng; t0 += tile_tokens(ng, j++))
+            tile_dispatch(nr, tile_tokens(ng, j), c->wb, c->xb + t0 * CSTEPS * 2, steps, first, last, fold,
+                          c->acc + i0 * ng + t0 * nr, c->Y + (size_t)(g0 + t0) * c->ldy + rb + i0, c->ldy);
+    }
+}
+
+/* Block by block (block_rows), group by group of TG tokens, chunk by chunk.
+ * The two formats fold their sums differently because their products do:
+ *   - FP8 rows (attention projections, shared experts: a prefill's whole
+ *     chunk of tokens) fold per chunk, so nothing is kept between chunks
+ *     and blocks are 256 rows long: the activations, converted again by
+ *     every block, are read rows / 256 times, and the chunks go outside the
+ *     groups, so the block's chunk of weights stays in L2 while the groups
+ *     take turns. With partial sums kept (as FP4 does) a block had 64 rows
+ *     at 64 tokens, and at wo_b's shape one Zen 5 core spent more time
+ *     reading the 16 MiB of activations 64 times than multiplying: FP8
+ *     [2048x8192] x 512 tokens 205-217 -> 294-305 GFLOP/s (the chunk loop
+ *     inside the groups: 260-266).
+ *   - FP4 rows (routed experts: a dozen tokens each) keep 16-lane partial
+ *     sums between chunks instead: their few tokens let 256-row blocks keep
+ *     them, and a fold per chunk cost their tiles more than the round trip
+ *     (MoE job lists of 64 experts x 5-19 tokens, two Zen 5 cores: 552-573
+ *     GFLOP/s kept, 507-532 folded). */
 static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, size_t ldx, int n, int r0,
                         int r1)
 {
     __m512i wb[RB * CSTEPS * 2], xb[TG * CSTEPS * 2];
-    __m512 acc[ACC_VECS]; /* the group's [block's slices][tiles][nr][nt], in tile order */
+    __m512 acc[ACC_VECS];
     gctx ctx[CHUNK_MAX / GROUP];
-    size_t row_bytes = q->fp4 ? (size_t)q->cols / 2 : (size_t)q->cols;
-    const int rbd = block_rows(q->cols, n);
-    for (int rb = r0; rb < r1; rb += rbd) {
-        int nrd = r1 - rb < rbd ? r1 - rb : rbd;
-        for (int g0 = 0; g0 < n; g0 += TG) {
-            int ng = n - g0 < TG ? n - g0 : TG;
-            for (int k0 = 0, len; k0 < q->cols; k0 += len) {
-                len = chunk_len(q->cols, k0);
-                int steps = (len + STEP - 1) / STEP, whole = whole_groups(q, k0 / STEP, steps), ctx_block = -1;
-                int slices = (nrd + RB - 1) / RB, chunks = chunk_count(q->cols);
-                for (int t = 0; t < ng; t++)
-                    for (int s = 0; s < steps; s++) {
-                        int k = k0 + s * STEP, l = q->cols - k < STEP ? q->cols - k : STEP;
-                        prep_step(q->fp4, X + (size_t)(g0 + t) * ldx + k, l, &xb[(t * CSTEPS + s) * 2],
-                                  &xb[(t * CSTEPS + s) * 2 + 1]);
-                    }
-                int last = k0 + len >= q->cols;
-                for (int i0 = 0; i0 < nrd; i0 += RB) {
-                    int nr = nrd - i0 < RB ? nrd - i0 : RB;
-                    /* the next row block, spread over this block's tiles: issued per
-                     * chunk (32 KiB at once for FP4 [2048x4096]) the prefetches filled
-                     * the miss buffers and the decode's own loads queued behind them */
-                    if (g0 == 0 && rb + rbd < r1) {
-                        int next = r1 - rb - rbd < rbd ? r1 - rb - rbd : rbd, part = (k0 / CHUNK) * slices + i0 / RB;
-                        prefetch_share((const char *)q->W + (size_t)(rb + rbd) * row_bytes, (size_t)next * row_bytes,
-                                       part, chunks * slices);
-                        if (q->fp4) /* and its block scales, a stream of their own */
-                            prefetch_share((const char *)q->scale + (size_t)(rb + rbd) * (q->cols / 32),
-                                           (size_t)next * (q->cols / 32), part, chunks * slices);
-                    }
-                    if (whole)
-                        decode_chunk_rows(q, rb + i0, nr, k0, wb, ctx, &ctx_block);
-                    else
-                        for (int i = 0; i < nr; i++)
-                            decode_chunk(q, rb + i0 + i, k0, wb + i * CSTEPS * 2);
-                    for (int t0 = 0, j = 0; t0 < ng; t0 += tile_tokens(ng, j++))
-                        tile_dispatch(nr, tile_tokens(ng, j), wb, xb + t0 * CSTEPS * 2, steps, k0 == 0, last,
-                                      acc + i0 * ng + t0 * nr, Y + (size_t)(g0 + t0) * ldy + rb + i0, ldy);
-                }
-            }
-        }
+    gemm_call c = {q, X, ldx, Y, ldy, r1, block_rows(q, n), wb, xb, acc, ctx};
+    for (int rb = r0; rb < r1; rb += c.rbd) {
+        int nrd = r1 - rb < c.rbd ? r1 - rb : c.rbd;
+        if (q->fp4)
+            for (int g0 = 0; g0 < n; g0 += TG)
+                for (int k0 = 0; k0 < q->cols; k0 += chunk_len(q->cols, k0))
+                    gemm_pass(&c, rb, nrd, g0, n - g0 < TG ? n - g0 : TG, k0);
+        else
+            for (int k0 = 0; k0 < q->cols; k0 += chunk_len(q->cols, k0))
+                for (int g0 = 0; g0 < n; g0 += TG)
+                    gemm_pass(&c, rb, nrd, g0, n - g0 < TG ? n - g0 : TG, k0);
     }
 }
 

@@ -473,7 +473,8 @@ static void test_e4m3act(void **state)
             check_invariance(k, f, 9, 7168, 7);
             check_invariance(k, f, 300, 256, 9); /* row blocks across FP8's 128-row scale blocks */
             check_invariance(k, f, 300, 1600, 12); /* two chunks, rows in 256-row blocks (avx512_bf16.c) */
-            check_invariance(k, f, 200, 1600, 48); /* two chunks, 84-row blocks */
+            check_invariance(k, f, 200, 1600, 48); /* FP4: two chunks, 84-row blocks */
+            check_invariance(k, f, 70, 3200, 140); /* three chunks, three token groups */
             check_simd_vs_scalar(k, f, 20, f == FP4 ? 9024 : 9000, 3, 0); /* rows too long to prepare once */
             check_invariance(k, f, 21, f == FP4 ? 9024 : 9000, 5);
             if (f == FP8)

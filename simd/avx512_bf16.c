@@ -34,8 +34,8 @@
  * (16(i/4) + 2(i%4), +1) of its half; FP4: even columns then odd columns,
  * pairs (4i, 4i+2) and (4i+1, 4i+3) per lane), steps in
  * ascending order, then the 16 lanes folded pairwise: for FP4 over the
- * whole row; for FP8 per chunk of columns (chunk_len: 2048, the last one
- * up to 3072), the chunks' sums then added in column order in fp32. The
+ * whole row; for FP8 per chunk of columns (chunk_len: 1024, the last one
+ * up to 1536), the chunks' sums then added in column order in fp32. The
  * few-token path (weights decoded in registers) and the many-token path
  * (decoded chunks, register tiles) run exactly this sequence, so results
  * do not depend on n, r0 or r1. (Why the formats differ: matmul_gemm.) */
@@ -438,15 +438,16 @@ static void gemm_pass(const gemm_call *c, int rb, int nrd, int g0, int ng, int k
  *     every block, are read rows / 256 times, and the chunks go outside the
  *     groups, so the block's chunk of weights stays in L2 while the groups
  *     take turns. With partial sums kept (as FP4 does) a block had 64 rows
- *     at 64 tokens, and at wo_b's shape one Zen 5 core spent more time
- *     reading the 16 MiB of activations 64 times than multiplying: FP8
- *     [2048x8192] x 512 tokens 205-217 -> 294-305 GFLOP/s (the chunk loop
- *     inside the groups: 260-266).
+ *     at 64 tokens, and at wo_b's shape the 16 MiB of activations were read
+ *     64 times: one Zen 5 core, FP8 [2048x8192] x 512 tokens 205-217 ->
+ *     274-283 GFLOP/s; two cores, rows split, weights from memory,
+ *     [4096x8192] x 512 414-522 -> 543-566, [32768x1024] x 512 462-575 ->
+ *     625-645 (in some of this VM's phases the old way ran as fast).
  *   - FP4 rows (routed experts: a dozen tokens each) keep 16-lane partial
  *     sums between chunks instead: their few tokens let 256-row blocks keep
  *     them, and a fold per chunk cost their tiles more than the round trip
- *     (MoE job lists of 64 experts x 5-19 tokens, two Zen 5 cores: 552-573
- *     GFLOP/s kept, 507-532 folded). */
+ *     (MoE job lists of 64 experts x 5-19 tokens, two Zen 5 cores: 545-565
+ *     GFLOP/s kept, 507-536 folded). */
 static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, size_t ldx, int n, int r0,
                         int r1)
 {

@@ -18,6 +18,8 @@
  * tiled so each row loaded serves AT_HG heads. Sums run in another order
  * than the scalar reference's: results agree within rounding (tested). */
 
+#include "fminmax.h"
+
 #define AT_HG 4     /* heads per group */
 #define AT_ZCH 1024 /* rows whose scores are kept */
 #define AT_PV 4     /* output vectors per weighted-sum tile */
@@ -58,10 +60,10 @@ static inline __attribute__((always_inline)) void at_scores(int NH, const float 
         #pragma GCC unroll 4
         for (int h = 0; h < NH; h++) {
             z[h][j] = vsum(a0[h]) * scale;
-            m[h] = fmaxf(m[h], z[h][j]);
+            m[h] = max_f32(m[h], z[h][j]);
             if (two) {
                 z[h][j + 1] = vsum(a1[h]) * scale;
-                m[h] = fmaxf(m[h], z[h][j + 1]);
+                m[h] = max_f32(m[h], z[h][j + 1]);
             }
         }
     }

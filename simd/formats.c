@@ -3,6 +3,7 @@
  * work on bit patterns (rintf, used for ties-to-even, assumes the default
  * rounding mode) so results do not depend on libm. */
 #include "formats.h"
+#include "fminmax.h"
 
 #include <math.h>
 #include <string.h>
@@ -161,7 +162,7 @@ static float block_amax(const float *x, size_t n)
 {
     float amax = 0.0f;
     for (size_t i = 0; i < n; i++)
-        amax = fmaxf(amax, fabsf(x[i]));
+        amax = max_f32(amax, fabsf(x[i]));
     return amax;
 }
 
@@ -180,7 +181,7 @@ void fmt_act_quant_sim(float *x, size_t n, size_t block)
         int e = fmt_act_quant_exp(block_amax(xb, len));
         float s = pow2f(e), inv_s = pow2f(-e);
         for (size_t i = 0; i < len; i++) {
-            float q = fminf(fmaxf(xb[i] * inv_s, -448.0f), 448.0f);
+            float q = min_f32(max_f32(xb[i] * inv_s, -448.0f), 448.0f);
             xb[i] = fmt_e4m3_to_f32(fmt_f32_to_e4m3(q)) * s;
         }
     }
@@ -201,7 +202,7 @@ void fmt_fp4_quant_sim(float *x, size_t n, size_t block)
         int e = fp4_block_exp(xb, len);
         float s = pow2f(e), inv_s = pow2f(-e);
         for (size_t i = 0; i < len; i++) {
-            float q = fminf(fmaxf(xb[i] * inv_s, -6.0f), 6.0f);
+            float q = min_f32(max_f32(xb[i] * inv_s, -6.0f), 6.0f);
             xb[i] = e2m1_round(q) * s;
         }
     }
@@ -222,7 +223,7 @@ void fmt_fp4_quant_codes(const float *x, size_t n, size_t block, uint8_t *codes,
         float inv_s = pow2f(-e);
         scales[b0 / block] = (uint8_t)(e + 127);
         for (size_t i = 0; i < len; i++)
-            codes[b0 + i] = e2m1_code(e2m1_round(fminf(fmaxf(x[b0 + i] * inv_s, -6.0f), 6.0f)));
+            codes[b0 + i] = e2m1_code(e2m1_round(min_f32(max_f32(x[b0 + i] * inv_s, -6.0f), 6.0f)));
     }
 }
 

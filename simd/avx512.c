@@ -26,6 +26,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "e4m3_table.h"
 #include "kernels.h"
 #include "fold16.h"
 #include "formats.h"
@@ -42,7 +43,15 @@ _Static_assert(RB == 4 && TB <= 8, "tile_chunk_end folds 4 rows and at most 8 to
 #define GEMM_MIN_N 4 /* below this, decode in registers (weights read once) */
 #define MV_RB 8      /* rows per in-register block for one token (4 for two or three) */
 
-enum { W_F32, W_BF16, W_FP8, W_FP4 };
+/* W_FP8V: FP8 decoded through VBMI byte tables where the block scale allows
+ * (e4m3_table.h), else as W_FP8; the same f32 values, about half the
+ * operations per weight. */
+enum { W_F32, W_BF16, W_FP8, W_FP4, W_FP8V };
+
+static inline int is_fp8(int fmt)
+{
+    return fmt == W_FP8 || fmt == W_FP8V;
+}
 
 typedef struct {
     int fmt;
@@ -121,7 +130,7 @@ static inline __m512 bf16x16(const uint16_t *p, __mmask16 m)
 /* Bytes of 32 columns of one row. */
 static inline int row_bytes32(int fmt)
 {
-    return fmt == W_FP4 ? 16 : fmt == W_FP8 ? 32 : fmt == W_BF16 ? 64 : 128;
+    return fmt == W_FP4 ? 16 : is_fp8(fmt) ? 32 : fmt == W_BF16 ? 64 : 128;
 }
 
 /* Columns [k0, k0 + len) of row r into buf, zero-padded to a multiple of 16;
@@ -147,11 +156,26 @@ static void decode_chunk(const wsrc *s, int r, int k0, int len, float *buf)
             _mm512_store_ps(buf + k, bf16x16(w + k, tail_mask(len - k)));
         break;
     }
-    case W_FP8: {
+    case W_FP8:
+    case W_FP8V: {
         const uint8_t *w = (const uint8_t *)s->W + (size_t)r * cols;
         const uint8_t *srow = s->scale + (size_t)(r / 128) * ((cols + 127) / 128);
+        e4m3_tables T;
+        int T_block = -1;
         for (; k < len; k += 16) {
             int c = k0 + k; /* chunk starts and 16-groups never straddle a 128 block */
+            if (s->fmt == W_FP8V && len - k >= 64 && c % 64 == 0 && e4m3_scale_in_tables(srow[c / 128])) {
+                if (T_block != c / 128) {
+                    T = e4m3_tables_for(srow[c / 128]);
+                    T_block = c / 128;
+                }
+                __m512 v[4];
+                e4m3x64_f32(w + c, &T, v);
+                for (int i = 0; i < 4; i++)
+                    _mm512_store_ps(buf + k + 16 * i, v[i]);
+                k += 48;
+                continue;
+            }
             float sc = e8m0(srow[c / 128]);
             if (len - k >= 32 && (c % 128) <= 96) {
                 __m512 lo, hi;
@@ -324,6 +348,7 @@ static inline __attribute__((always_inline)) void decode32(const wsrc *s, int r,
         break;
     }
     case W_FP8:
+    case W_FP8V:
         fp8x32((const uint8_t *)s->W + (size_t)r * cols + k, *wscale, lo, hi);
         break;
     default: {
@@ -349,6 +374,30 @@ static inline void fp4_scales16(const wsrc *s, int r, int b, float *out)
     _mm512_store_si512(out, f);
 }
 
+/* Columns [k, k + 64) of rows [rb, rb + nr) through the tables T: the same
+ * products in the same order as two 32-column steps of matvec_block. */
+static inline __attribute__((always_inline)) void fp8v_step64(int nr, int nt, __m512 acc[][GEMM_MIN_N - 1],
+                                                               const wsrc *s, int rb, int k,
+                                                               const e4m3_tables *T, const float *X, size_t ldx)
+{
+    __m512 x[GEMM_MIN_N - 1][4];
+    #pragma GCC unroll 8
+    for (int t = 0; t < nt; t++)
+        #pragma GCC unroll 4
+        for (int j = 0; j < 4; j++)
+            x[t][j] = _mm512_loadu_ps(X + (size_t)t * ldx + k + 16 * j);
+    #pragma GCC unroll 8
+    for (int i = 0; i < nr; i++) {
+        __m512 w[4];
+        e4m3x64_f32((const uint8_t *)s->W + (size_t)(rb + i) * s->cols + k, T, w);
+        #pragma GCC unroll 8
+        for (int t = 0; t < nt; t++)
+            #pragma GCC unroll 4
+            for (int j = 0; j < 4; j++)
+                acc[i][t] = _mm512_fmadd_ps(w[j], x[t][j], acc[i][t]);
+    }
+}
+
 static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, float *Y, size_t ldy,
                                                                 const wsrc *s, const float *X,
                                                                 size_t ldx, int rb, int r1)
@@ -369,17 +418,33 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
     #pragma GCC unroll 8
     for (int i = 0; i < nr; i++)
         wscale[i][0] = 0.0f; /* set at k = 0 below; this only informs the compiler */
-    for (; k + 32 <= cols; k += 32) {
+    /* W_FP8V: 64 columns a step through the tables where the rows share
+     * one 128-row scale block and its scale is in the tables' range */
+    int by_table = s->fmt == W_FP8V && rb / 128 == (rb + nr - 1) / 128, in_tables = 0;
+    e4m3_tables T;
+    while (k + 32 <= cols) {
         __m512 x0[GEMM_MIN_N - 1], x1[GEMM_MIN_N - 1];
         if (s->fmt == W_FP4 && k % 512 == 0) {
             #pragma GCC unroll 8
             for (int i = 0; i < nr; i++)
                 fp4_scales16(s, rb + i, k / 32, wscale[i]);
         }
-        if (s->fmt == W_FP8 && k % 128 == 0) {
+        if (is_fp8(s->fmt) && k % 128 == 0) {
             #pragma GCC unroll 8
             for (int i = 0; i < nr; i++)
                 wscale[i][0] = e8m0(s->scale[(size_t)((rb + i) / 128) * ((cols + 127) / 128) + k / 128]);
+            if (by_table) {
+                unsigned sb = s->scale[(size_t)(rb / 128) * ((cols + 127) / 128) + k / 128];
+                in_tables = e4m3_scale_in_tables(sb);
+                if (in_tables)
+                    T = e4m3_tables_for(sb);
+            }
+        }
+        if (in_tables && k + 64 <= cols) {
+            prefetch_next_block(next, (size_t)(k / 32) * step_bytes, 2 * step_bytes, left);
+            fp8v_step64(nr, nt, acc, s, rb, k, &T, X, ldx);
+            k += 64;
+            continue;
         }
         #pragma GCC unroll 8
         for (int t = 0; t < nt; t++) {
@@ -405,6 +470,7 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
                 acc[i][t] = _mm512_fmadd_ps(hi, x1[t], acc[i][t]);
             }
         }
+        k += 32;
     }
     if (k < cols) { /* the ragged end (never for FP4): the GEMM path's decoder */
         float buf[32] __attribute__((aligned(64)));
@@ -464,6 +530,7 @@ static inline void prefetch_first_block(const wsrc *s, int r0, int r1)
 MATVEC_FN(matvec_f32, W_F32)
 MATVEC_FN(matvec_bf16, W_BF16)
 MATVEC_FN(matvec_fp8, W_FP8)
+MATVEC_FN(matvec_fp8v, W_FP8V)
 MATVEC_FN(matvec_fp4, W_FP4)
 
 typedef void (*matvec_fn)(float *, size_t, const wsrc *, const float *, size_t, int, int, int);
@@ -498,6 +565,14 @@ static void matmul_fp8_avx512(float *Y, size_t ldy, const uint8_t *W, const uint
 {
     wsrc s = {W_FP8, W, scale, rows, cols};
     matmul_any(Y, ldy, &s, matvec_fp8, X, ldx, n, r0, r1);
+}
+
+/* FP8 through the VBMI tables: for CPUs that have VBMI (dispatch.c). */
+void matmul_fp8_avx512vbmi(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale, const float *X, size_t ldx,
+                           int n, int rows, int cols, int r0, int r1)
+{
+    wsrc s = {W_FP8V, W, scale, rows, cols};
+    matmul_any(Y, ldy, &s, matvec_fp8v, X, ldx, n, r0, r1);
 }
 
 static void matmul_fp4_avx512(float *Y, size_t ldy, const uint8_t *W, const uint8_t *scale,

@@ -12,14 +12,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "e4m3_table.h"
 #include "masks.h"
 
 #define STEP 64   /* columns per step */
 #define GROUP 128 /* columns per scale context (FP8 block; 4 FP4 blocks) */
 
-#define FP4_S_MIN 2
-#define FP8_S_MIN 10
-#define S_MAX 191
+#define FP4_S_MIN 2 /* FP8_S_MIN and S_MAX: e4m3_table.h */
 
 typedef struct {
     int fp4;
@@ -35,38 +34,8 @@ typedef struct {
                   0, 0xdf00, 0xdf80, 0xdfc0, 0xe000, 0xe040, 0xe080, 0xe0c0
 static const uint16_t e2m1_lut[32] __attribute__((aligned(64))) = {E2M1_BF16, E2M1_BF16};
 
-/* Every e4m3 magnitude code c (0..127) x 2^64 as bf16: subnormals (c < 8)
- * are m/8 * 2^-6, normals ((c << 4) + 0x5c00) place exponent and mantissa;
- * 0x7f is NaN. The 2^64 keeps every entry normal before the scale. */
-static const uint16_t e4m3_bf16_lut[128] __attribute__((aligned(64))) = {
-    0x0000, 0x5b00, 0x5b80, 0x5bc0, 0x5c00, 0x5c20, 0x5c40, 0x5c60,
-    0x5c80, 0x5c90, 0x5ca0, 0x5cb0, 0x5cc0, 0x5cd0, 0x5ce0, 0x5cf0,
-    0x5d00, 0x5d10, 0x5d20, 0x5d30, 0x5d40, 0x5d50, 0x5d60, 0x5d70,
-    0x5d80, 0x5d90, 0x5da0, 0x5db0, 0x5dc0, 0x5dd0, 0x5de0, 0x5df0,
-    0x5e00, 0x5e10, 0x5e20, 0x5e30, 0x5e40, 0x5e50, 0x5e60, 0x5e70,
-    0x5e80, 0x5e90, 0x5ea0, 0x5eb0, 0x5ec0, 0x5ed0, 0x5ee0, 0x5ef0,
-    0x5f00, 0x5f10, 0x5f20, 0x5f30, 0x5f40, 0x5f50, 0x5f60, 0x5f70,
-    0x5f80, 0x5f90, 0x5fa0, 0x5fb0, 0x5fc0, 0x5fd0, 0x5fe0, 0x5ff0,
-    0x6000, 0x6010, 0x6020, 0x6030, 0x6040, 0x6050, 0x6060, 0x6070,
-    0x6080, 0x6090, 0x60a0, 0x60b0, 0x60c0, 0x60d0, 0x60e0, 0x60f0,
-    0x6100, 0x6110, 0x6120, 0x6130, 0x6140, 0x6150, 0x6160, 0x6170,
-    0x6180, 0x6190, 0x61a0, 0x61b0, 0x61c0, 0x61d0, 0x61e0, 0x61f0,
-    0x6200, 0x6210, 0x6220, 0x6230, 0x6240, 0x6250, 0x6260, 0x6270,
-    0x6280, 0x6290, 0x62a0, 0x62b0, 0x62c0, 0x62d0, 0x62e0, 0x62f0,
-    0x6300, 0x6310, 0x6320, 0x6330, 0x6340, 0x6350, 0x6360, 0x6370,
-    0x6380, 0x6390, 0x63a0, 0x63b0, 0x63c0, 0x63d0, 0x63e0, 0x7fc0};
-
-/* Byte gathers that split 64 bf16 words (two registers) into their low and
- * high bytes, and the word order of FP8 activations matching the byte
- * unpacks (see the header). */
-#define BYTE_IDX(o) o, o + 2, o + 4, o + 6, o + 8, o + 10, o + 12, o + 14
-static const uint8_t idx_low_bytes[64] __attribute__((aligned(64))) = {
-    BYTE_IDX(0), BYTE_IDX(16), BYTE_IDX(32), BYTE_IDX(48),
-    BYTE_IDX(64), BYTE_IDX(80), BYTE_IDX(96), BYTE_IDX(112)};
-static const uint8_t idx_high_bytes[64] __attribute__((aligned(64))) = {
-    BYTE_IDX(1), BYTE_IDX(17), BYTE_IDX(33), BYTE_IDX(49),
-    BYTE_IDX(65), BYTE_IDX(81), BYTE_IDX(97), BYTE_IDX(113)};
-#undef BYTE_IDX
+/* The word order of FP8 activations matching the byte unpacks (see the
+ * header). */
 #define QUARTER(o) o, o + 1, o + 2, o + 3, o + 4, o + 5, o + 6, o + 7
 static const uint16_t idx_fp8_first[32] __attribute__((aligned(64))) = {
     QUARTER(0), QUARTER(16), QUARTER(32), QUARTER(48)};
@@ -107,15 +76,11 @@ static inline gctx group_ctx(const qmat *q, int r, int g)
         int nb = (q->cols + 127) / 128;
         /* unsigned: out-of-range scales (their rows are redone in fp32) must not overflow here */
         unsigned s = q->scale[(size_t)(r / 128) * nb + g];
-        __m512i d = _mm512_set1_epi16((short)(uint16_t)((S_MAX - s) << 7)), t[4];
-        for (int i = 0; i < 4; i++)
-            t[i] = _mm512_subs_epu16(_mm512_load_si512(e4m3_bf16_lut + 32 * i), d);
-        t[3] = _mm512_mask_mov_epi16(t[3], (__mmask32)1 << 31, _mm512_set1_epi16(0x7fc0));
-        const __m512i lo = _mm512_load_si512(idx_low_bytes), hi = _mm512_load_si512(idx_high_bytes);
-        c.lo0 = _mm512_permutex2var_epi8(t[0], lo, t[1]);
-        c.hi0 = _mm512_permutex2var_epi8(t[0], hi, t[1]);
-        c.lo1 = _mm512_permutex2var_epi8(t[2], lo, t[3]);
-        c.hi1 = _mm512_permutex2var_epi8(t[2], hi, t[3]);
+        e4m3_tables t = e4m3_tables_for(s);
+        c.lo0 = t.lo0;
+        c.lo1 = t.lo1;
+        c.hi0 = t.hi0;
+        c.hi1 = t.hi1;
         c.a = c.lo0;
     }
     return c;

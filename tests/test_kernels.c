@@ -10,6 +10,13 @@
 #include "../simd/kernels.h"
 
 #define REL_TOL 1e-5
+/* The scales e4m3_table.h's tables hold (FP8_S_MIN, S_MAX there). */
+#define FP8_TEST_S_MIN 10
+#define FP8_TEST_S_MAX 191
+
+#if defined(__x86_64__)
+const dsv4_kernels *kernels_avx512(void); /* the plain table: FP8 without VBMI */
+#endif
 
 enum { F32, BF16, FP8, FP4 };
 static const char *const fmt_name[] = {"f32", "bf16", "fp8", "fp4"};
@@ -405,6 +412,56 @@ static void test_simd_paths_bitwise(void **state)
             if (f != FP4)
                 check_invariance(ks[i], f, 11, 1000, 9);
         }
+}
+
+/* FP8 through the VBMI byte tables (e4m3_table.h) gives the fp32 decoder's
+ * weights, so the avx512 table's FP8 products must equal the plain avx512
+ * kernel's bit for bit: at rows that straddle 128-row scale blocks, columns
+ * that end in a 32-column step and a ragged tail, scales at and beyond the
+ * tables' range (those blocks take the plain decoder), NaN codes, any n. */
+static void test_fp8_vbmi_tables_bitwise(void **state)
+{
+    (void)state;
+#if defined(__x86_64__)
+    const dsv4_kernels *k = kernels_select("avx512"), *plain = kernels_avx512();
+    if (!k || k->matmul_fp8 == plain->matmul_fp8) {
+        print_message("no VBMI: FP8 tables not tested on this CPU\n");
+        return;
+    }
+    static const int shapes[][2] = {{300, 1000}, {260, 4096}, {17, 1536}, {140, 96}};
+    static const uint8_t odd_scales[] = {FP8_TEST_S_MIN, FP8_TEST_S_MAX, FP8_TEST_S_MIN - 1, FP8_TEST_S_MAX + 1, 0, 0xff};
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
+        int rows = shapes[sh][0], cols = shapes[sh][1], nb = (cols + 127) / 128;
+        mat m = make_mat(FP8, rows, cols, 40 + sh, (int)sh % 2);
+        for (size_t i = 0; i < sizeof odd_scales; i++) /* some blocks of every row block */
+            m.scale[(i * 7) % ((size_t)((rows + 127) / 128) * nb)] = odd_scales[i];
+        uint8_t *w = (uint8_t *)m.W;
+        w[(size_t)(rows / 2) * cols + 70] = 0x7f; /* NaN codes in a table-decoded step and a tail */
+        w[(size_t)(rows - 1) * cols + cols - 1] = 0xff;
+        /* the release-numerics entry too where it is this kernel (Intel) */
+        for (e4m3act = 0; e4m3act <= (k->matmul_fp8_e4m3act == k->matmul_fp8); e4m3act++)
+            for (int n = 1; n <= 64; n = n < 5 ? n + 1 : n * 4) {
+                int r0 = n % 2 ? 3 : 124; /* items that start off the 8-row grid and at a block's end */
+                float *x = make_x(n, (size_t)cols, 7 + n);
+                float *a = calloc((size_t)n * rows, sizeof *a), *b = calloc((size_t)n * rows, sizeof *b);
+                if (r0 < rows) {
+                    run_matmul(k, &m, a, (size_t)rows, x, (size_t)cols, n, r0, rows);
+                    run_matmul(plain, &m, b, (size_t)rows, x, (size_t)cols, n, r0, rows);
+                }
+                for (size_t i = 0; i < (size_t)n * rows; i++)
+                    if (!(isnan(a[i]) && isnan(b[i])) && memcmp(&a[i], &b[i], sizeof *a) != 0) {
+                        print_error("fp8 %dx%d n=%d e4m3act=%d: out %zu: %a vs %a\n", rows, cols, n, e4m3act, i,
+                                    a[i], b[i]);
+                        fail();
+                    }
+                free(x);
+                free(a);
+                free(b);
+            }
+        e4m3act = 0;
+        free_mat(&m);
+    }
+#endif
 }
 
 /* ---- release numerics: FP8-simulated activations, bf16 products ---- */
@@ -971,6 +1028,7 @@ int main(void)
         cmocka_unit_test(test_index_scores),
         cmocka_unit_test(test_simd_paths_bitwise),
         cmocka_unit_test(test_fp8_nan_codes),
+        cmocka_unit_test(test_fp8_vbmi_tables_bitwise),
         cmocka_unit_test(test_e4m3act),
         cmocka_unit_test(test_e4m3act_bf16_inputs),
         cmocka_unit_test(test_e4m3act_scale_range),

@@ -333,27 +333,38 @@ static void rmsnorm_rows(float *x, const float *w, int n, int cols, float eps, i
     }
 }
 
-/* The reference's per-head q norm on a bf16 tensor: each elementwise op and
- * the mean (fp32 accumulation, in column order) return bf16. The roundings
- * go through fmt_round_bf16_array a block at a time (vectorised there);
- * the sum stays sequential. */
-static void head_norm_bf16(float *q, int dim, float eps)
+/* The reference's per-head q norm on a bf16 tensor, for `heads` (at most
+ * NORM_HEADS) heads of dim values at q: each elementwise op and the mean
+ * (fp32 accumulation, in column order) return bf16. The roundings go
+ * through fmt_round_bf16_array a block at a time (vectorised there); each
+ * head's sum stays sequential, but the heads' sums interleave, so they no
+ * longer wait on one another's additions (one head at a time, the chain of
+ * 512 dependent adds cost as much as everything else in the norm). */
+#define NORM_HEADS 16
+static void head_norm_bf16(float *q, int heads, int dim, float eps)
 {
-    float sq[64], sum = 0.0f;
+    float sq[NORM_HEADS][64], sum[NORM_HEADS] = {0};
     for (int i0 = 0; i0 < dim; i0 += 64) {
         int len = dim - i0 < 64 ? dim - i0 : 64;
+        for (int h = 0; h < heads; h++) {
+            const float *qh = q + (size_t)h * dim + i0;
+            for (int i = 0; i < len; i++)
+                sq[h][i] = qh[i] * qh[i];
+            fmt_round_bf16_array(sq[h], (size_t)len);
+        }
         for (int i = 0; i < len; i++)
-            sq[i] = q[i0 + i] * q[i0 + i];
-        fmt_round_bf16_array(sq, (size_t)len);
-        for (int i = 0; i < len; i++)
-            sum += sq[i];
+            for (int h = 0; h < heads; h++)
+                sum[h] += sq[h][i];
     }
-    float mean = fmt_round_bf16(sum / (float)dim);
-    float var = fmt_round_bf16(mean + eps);
-    float r = fmt_round_bf16(1.0f / sqrtf(var));
-    for (int i = 0; i < dim; i++)
-        q[i] *= r;
-    fmt_round_bf16_array(q, (size_t)dim);
+    for (int h = 0; h < heads; h++) {
+        float mean = fmt_round_bf16(sum[h] / (float)dim);
+        float var = fmt_round_bf16(mean + eps);
+        float r = fmt_round_bf16(1.0f / sqrtf(var));
+        float *qh = q + (size_t)h * dim;
+        for (int i = 0; i < dim; i++)
+            qh[i] *= r;
+        fmt_round_bf16_array(qh, (size_t)dim);
+    }
 }
 
 /* Step 1: everything that depends on one token only, batched over the chunk.
@@ -416,15 +427,19 @@ static void project_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, att
         jobs[nj++] = project_job(&I->wq_b, st->iq, st->qr, st->qrq, n, release);
     linear_matmul_jobs(k, jobs, nj);
 
-    int heads = n * c->n_heads;
-#pragma omp parallel for schedule(static) if ((long)heads * c->head_dim >= PAR_MIN && heads > 1)
-    for (int i = 0; i < heads; i++) {
-        float *qh = st->q + (size_t)i * c->head_dim;
+    /* per token, heads NORM_HEADS at a time */
+    int per_token = (c->n_heads + NORM_HEADS - 1) / NORM_HEADS, items = n * per_token;
+#pragma omp parallel for schedule(static) if ((long)n * c->n_heads * c->head_dim >= PAR_MIN && items > 1)
+    for (int it = 0; it < items; it++) {
+        int h0 = (it % per_token) * NORM_HEADS, nh = c->n_heads - h0 < NORM_HEADS ? c->n_heads - h0 : NORM_HEADS;
+        float *qh = st->q + ((size_t)(it / per_token) * c->n_heads + h0) * c->head_dim;
         if (release) {
-            fmt_round_bf16_array(qh, (size_t)c->head_dim);
-            head_norm_bf16(qh, c->head_dim, c->norm_eps);
+            fmt_round_bf16_array(qh, (size_t)nh * c->head_dim);
+            head_norm_bf16(qh, nh, c->head_dim, c->norm_eps);
         } else {
-            ops_rmsnorm(qh, qh, NULL, c->head_dim, c->norm_eps);
+            for (int h = 0; h < nh; h++)
+                ops_rmsnorm(qh + (size_t)h * c->head_dim, qh + (size_t)h * c->head_dim, NULL, c->head_dim,
+                            c->norm_eps);
         }
     }
     if (!csa)

@@ -126,14 +126,6 @@ static inline __attribute__((always_inline)) void decode_step(const qmat *q, int
  * units). FP4 goes a row at a time; FP8 rows of one 128-row block share the
  * group's tables, built once per group. */
 
-/* Byte gathers that put block scale i (byte i) in every low byte of the
- * words that block's columns take in w0 / w1 of a step (j: the step's half
- * of the group); the high bytes are zeroed by the mask. */
-#define SPREAD16(b) b, b, b, b, b, b, b, b, b, b, b, b, b, b, b, b
-static const uint8_t idx_step_scale_b[2][64] __attribute__((aligned(64))) = {
-    {SPREAD16(0), SPREAD16(0), SPREAD16(1), SPREAD16(1)}, {SPREAD16(2), SPREAD16(2), SPREAD16(3), SPREAD16(3)}};
-#undef SPREAD16
-
 /* One FP4 group (64 bytes of codes w) as the four vectors of its two steps,
  * in decode_step's order, given each step's exponent subtrahends d0, d1
  * ((191 - s) << 7 of the step's two blocks, in words 0-15 and 16-31). */
@@ -150,8 +142,8 @@ static inline __attribute__((always_inline)) void fp4_group_d(const uint8_t *w, 
 
 /* The exponent subtrahends (191 - s) << 7 of cnt (at most 32) FP4 block
  * scales s, as words; and from them, those of the step whose first block is
- * word b (its two blocks in words 0-15 and 16-31). Runs of rows take these
- * once per 8 groups where fp4_group gathers 4 scales per group. */
+ * word b (its two blocks in words 0-15 and 16-31): runs of rows convert
+ * their scales once per 8 groups, then spread them with one vpermw a step. */
 static inline __attribute__((always_inline)) __m512i fp4_subtrahends(const uint8_t *s, int cnt)
 {
     __m512i sw = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m32(cnt), s));
@@ -162,18 +154,6 @@ static inline __attribute__((always_inline)) __m512i fp4_step_d(__m512i dw, int 
 {
     return _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_load_si512(idx_step_scale[0]), _mm512_set1_epi16((short)b)),
                                     dw);
-}
-
-/* One FP4 group with its 4 block scales s. */
-static inline __attribute__((always_inline)) void fp4_group(const uint8_t *w, const uint8_t *s, __m512i v[4])
-{
-    const __m512i smax = _mm512_set1_epi16(S_MAX);
-    const __mmask64 low_bytes = 0x5555555555555555ull;
-    __m512i sb = _mm512_castsi128_si512(_mm_loadu_si32(s));
-    __m512i s0 = _mm512_maskz_permutexvar_epi8(low_bytes, _mm512_load_si512(idx_step_scale_b[0]), sb);
-    __m512i s1 = _mm512_maskz_permutexvar_epi8(low_bytes, _mm512_load_si512(idx_step_scale_b[1]), sb);
-    fp4_group_d(w, _mm512_slli_epi16(_mm512_sub_epi16(smax, s0), 7), _mm512_slli_epi16(_mm512_sub_epi16(smax, s1), 7),
-                v);
 }
 
 /* One FP8 group (128 bytes of codes w) with its block's tables. */
@@ -208,8 +188,7 @@ static inline __attribute__((always_inline)) void decode_fp4_rows(const qmat *q,
         const uint8_t *w = q->W + (size_t)(r + m) * row_bytes + (size_t)g0 * (GROUP / 2);
         const uint8_t *s = q->scale + (size_t)(r + m) * row_scales + (size_t)g0 * (GROUP / 32);
         uint16_t *o = dst + m * rstride;
-        /* the subtrahends of the run's blocks, 32 at a time (8 groups): one
-         * vpermw a step where fp4_group spends 3 more operations */
+        /* the subtrahends of the run's blocks, 32 at a time (8 groups) */
         __m512i dw = _mm512_setzero_si512();
         for (int g = 0; g < ng; g++, w += GROUP / 2, o += 4 * vstride) {
             int b = 4 * (g % 8);

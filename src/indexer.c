@@ -31,6 +31,8 @@ void indexer_scale_weights(float *w, int n_heads, int dim, int release)
 /* Keys per work item: each key's score is computed whole by one thread, so
  * the split does not change any result. */
 #define KEY_BLOCK 256
+#define FP4_CALLS_PER_THREAD 8 /* indexer_scores_fp4 */
+#define FP4_CALL_MIN 1024
 
 static void scores_block_release(const dsv4_kernels *k, float *scores, const float *q, const float *w,
                                  const float *keys, int n_keys, int n_heads, int dim)
@@ -68,16 +70,21 @@ void indexer_scores_fp4(const dsv4_kernels *k, float *scores, const int8_t *q_co
                         const float *w, const uint8_t *keys, const uint8_t *key_scales, int n_keys, int n_heads,
                         int dim)
 {
-    /* One call per thread where the keys are many: the kernel prepares the
-     * query once per call (avx512_vnni_shifted.c), so calls of 256 keys
-     * ran 12% slower than calls of 8192 (Zen 5, one core). Whole key
-     * groups per call. */
-    _Static_assert(KEY_BLOCK % INDEX_FP4_GROUP == 0, "key blocks must hold whole FP4 key groups");
-    int threads = omp_get_max_threads(), per = (n_keys + threads - 1) / threads;
+    /* Eight calls per thread, handed out as threads come free, each of at
+     * least FP4_CALL_MIN keys. One call per thread, all equal (as before),
+     * left every thread waiting for the slowest: on the 16-core Sapphire
+     * Rapids VM, two calls, eight alternations, medians 3000 -> 3790 GOP/s
+     * over 64K keys and 3080 -> 3750 over 256K (bench/README.md, round
+     * 11). The kernel prepares the query once per call
+     * (avx512_vnni_shifted.c), and calls of 256 keys ran 12% slower than
+     * calls of 8192 (Zen 5, one core): hence the floor. Whole key groups
+     * per call. */
+    _Static_assert(FP4_CALL_MIN % INDEX_FP4_GROUP == 0, "calls must take whole FP4 key groups");
+    int calls = omp_get_max_threads() * FP4_CALLS_PER_THREAD, per = (n_keys + calls - 1) / calls;
     per = (per + INDEX_FP4_GROUP - 1) / INDEX_FP4_GROUP * INDEX_FP4_GROUP;
-    per = per > KEY_BLOCK ? per : KEY_BLOCK;
+    per = per > FP4_CALL_MIN ? per : FP4_CALL_MIN;
     int blocks = (n_keys + per - 1) / per;
-#pragma omp parallel for schedule(static) if (blocks > 1)
+#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
     for (int b = 0; b < blocks; b++) {
         int s0 = b * per, cnt = n_keys - s0 < per ? n_keys - s0 : per;
         size_t g0 = (size_t)s0 / INDEX_FP4_GROUP;

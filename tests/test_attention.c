@@ -702,6 +702,39 @@ static void test_indexer_scores_and_topk(void **state)
     free_all();
 }
 
+/* indexer_scores_fp4 splits the keys into calls by thread count (dynamic,
+ * whole key groups): every split gives the bits of one call over all keys. */
+static void test_indexer_fp4_split_invariance(void **state)
+{
+    (void)state;
+    uint64_t seed = 83;
+    enum { N = 40003, H = 64, D = 128 }; /* calls of 5008 / 2512 / 1680 keys for 1 / 2 / 3 threads; a ragged end */
+    const dsv4_kernels *k = kernels_select(NULL);
+    float *q = rand_vec((size_t)H * D, 1.0f, &seed), *w = rand_vec(H, 0.1f, &seed);
+    float *qs = keep(malloc((size_t)H * (D / 32) * sizeof *qs)), key[D];
+    int8_t *qc = keep(malloc((size_t)H * D));
+    size_t groups = (N + INDEX_FP4_GROUP - 1) / INDEX_FP4_GROUP;
+    uint8_t *keys = keep(calloc(groups, INDEX_FP4_GROUP_BYTES(D)));
+    uint8_t *ks = keep(calloc(groups, INDEX_FP4_GROUP_SCALES(D)));
+    fmt_index_query_pack(qc, qs, q, (size_t)H * D);
+    for (int s = 0; s < N; s++) {
+        for (int i = 0; i < D; i++)
+            key[i] = (float)((s * 37 + i * 11) % 23 - 11) * 0.125f;
+        fmt_index_key_pack(keys, ks, (size_t)s, D, key);
+    }
+    float *whole = keep(malloc(N * sizeof *whole)), *split = keep(malloc(N * sizeof *split));
+    k->index_scores_fp4(whole, qc, qs, w, keys, ks, N, H, D);
+    int threads = omp_get_max_threads();
+    for (int t = 1; t <= 3; t++) {
+        omp_set_num_threads(t);
+        memset(split, 0xff, N * sizeof *split);
+        indexer_scores_fp4(k, split, qc, qs, w, keys, ks, N, H, D);
+        assert_memory_equal(split, whole, N * sizeof *split);
+    }
+    omp_set_num_threads(threads);
+    free_all();
+}
+
 /* ---- RoPE ---- */
 
 static void test_rope_tables(void **state)
@@ -775,6 +808,7 @@ int main(void)
         cmocka_unit_test(test_compressor_hca_pooling),
         cmocka_unit_test(test_compressor_csa_pooling),
         cmocka_unit_test(test_indexer_scores_and_topk),
+        cmocka_unit_test(test_indexer_fp4_split_invariance),
         cmocka_unit_test(test_plain_matches_reference),
         cmocka_unit_test(test_chunk_invariance_plain),
         cmocka_unit_test(test_chunk_invariance_release),

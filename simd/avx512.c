@@ -262,12 +262,19 @@ static void tile_dispatch(int nr, int nt, const float *buf, int len, const float
  * once, not twice. Two Zen 5 cores, alternated three times, 64 tokens: FP8
  * rows 45-60 -> 58-66%, BF16 44-59 -> 58-66% of the FMA peak, FP4 equal. */
 #define TG 66
-/* Rows decoded per chunk (64 KiB of f32): every activation chunk loaded,
+/* Rows decoded per chunk (128 KiB of f32): every activation chunk loaded,
  * and for FP4 reordered, serves this many rows. 32 rather than 16, one Zen
  * 5 core, interleaved: FP4 [2048x4096] at 5 / 12 / 64 tokens 92-95 -> 102-
  * 103 / 123-124 -> 142-143 / 133-135 -> 155-157 GFLOP/s; FP8 [4096x1024]
- * at 64 / 512 tokens unchanged (166-170, 164-172). */
-#define RG 32
+ * at 64 / 512 tokens unchanged (166-170, 164-172). 64 rather than 32: at
+ * 64 tokens FP4's reorder (a load miss and two vpermt2ps per 32 values)
+ * still took ~15% of the product; one Zen 5 core 166-173 -> 181-188
+ * GFLOP/s, two cores 293-344 -> 304-373 over the three expert shapes, FP8
+ * unchanged (three alternations). On the 16-core Sapphire Rapids, where
+ * this path is the default, pp512 end to end 202-205 -> 210-217 tok/s
+ * (three alternations). 128 was no better for FP4 and cost FP8 a fifth in
+ * some runs (its kept sums take 540 KiB). The frame is ~540 KiB. */
+#define RG 64
 #define TILES_PER_GROUP (TG / TB)
 
 static void matmul_gemm(float *Y, size_t ldy, const wsrc *s, const float *X, size_t ldx, int n,

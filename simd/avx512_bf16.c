@@ -79,11 +79,23 @@ _Static_assert(RB == 4 && TB <= 8, "fold16_store_tile4 folds 4 rows and at most 
  * frame is then ~470 KiB: these 256, the tokens' chunk 192, one tile's
  * decoded rows 12, the FP8 group tables 4. */
 #define ACC_VECS (64 * TG)
-#define GEMM_MIN_N 4  /* below this, decode in registers */
+/* Up to MV_MAX_N tokens, weights are decoded in registers: each row block
+ * takes the tokens in passes of at most MV_PASS (its accumulators, rows x
+ * tokens, must fit the registers), the block's weights coming from memory
+ * in the first pass and from L1 in the others. 6 rather than 3 (the GEMM
+ * path from 4 tokens on): batched decode, two Zen 5 cores, `dsv4 bench -m
+ * /tmp/f4 -t 2 -r 2 -p 0 -n 16 -b 4,6,8` alternated twice, 4 sequences
+ * 60.1 / 45.6 -> 65.8 / 47.3 tok/s, 6 sequences 71.6 / 54.8 -> 77.8 / 58.1
+ * (the VM changed phase between the two); pp512 unchanged. With 8 tokens
+ * in passes (3 + 3 + 2) 8 sequences ran 81-82 against the GEMM's 84. */
+#ifndef MV_MAX_N
+#define MV_MAX_N 6
+#endif
+#define MV_PASS 3
 #define MV_RB 8       /* most rows per in-register block (one token, FP4): the activations'
                          conversion is shared by more rows */
 #define MV_XSTEPS 128 /* rows up to this many steps (8192 columns) get the tokens' bf16
-                         steps prepared once per call: 48 KiB of stack for 3 tokens */
+                         steps prepared once per call: 16 KiB of stack per token */
 
 static inline __m512 dp(__m512 acc, __m512i w, __m512i x)
 {
@@ -116,7 +128,7 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
                                                                 const qmat *q, const float *X,
                                                                 size_t ldx, const __m512i *xb, int rb, int r1)
 {
-    __m512 acc[MV_RB][GEMM_MIN_N - 1];
+    __m512 acc[MV_RB][MV_PASS];
     #pragma GCC unroll 8
     for (int i = 0; i < nr; i++)
         #pragma GCC unroll 8
@@ -127,7 +139,7 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
     int next_row = rb + nr < r1 ? rb + nr : r1; /* prefetch within the caller's rows only */
     size_t left = (size_t)(r1 - next_row) * row_bytes;
     const char *next = (const char *)q->W + (size_t)next_row * row_bytes;
-    float part[MV_RB][GEMM_MIN_N - 1]; /* the sums of the chunks before, once `folded` */
+    float part[MV_RB][MV_PASS]; /* the sums of the chunks before, once `folded` */
     int folded = 0;
     #pragma GCC unroll 8
     for (int i = 0; i < nr; i++)
@@ -155,7 +167,7 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
             prefetch_next_block((const char *)q->scale + (size_t)next_row * (cols / 32), 0, (size_t)nr * (cols / 32),
                                 (size_t)(r1 - next_row) * (cols / 32));
         if ((g + 1) * GROUP <= cols) { /* a whole group: the fast decoders, the same sequence */
-            __m512i x[GEMM_MIN_N - 1][4];
+            __m512i x[MV_PASS][4];
             prefetch_next_block(next, (size_t)(2 * g) * step_bytes, 2 * step_bytes, left);
             #pragma GCC unroll 8
             for (int t = 0; t < nt && !xb; t++) {
@@ -191,7 +203,7 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
             c[i] = i > 0 && !q->fp4 && (rb + i) / 128 == (rb + i - 1) / 128 ? c[i - 1] : group_ctx(q, rb + i, g);
         for (int j = 0; j < 2 && g * GROUP + j * STEP < cols; j++) {
             int k = g * GROUP + j * STEP, len = cols - k < STEP ? cols - k : STEP;
-            __m512i x0[GEMM_MIN_N - 1], x1[GEMM_MIN_N - 1];
+            __m512i x0[MV_PASS], x1[MV_PASS];
             prefetch_next_block(next, (size_t)(k / STEP) * step_bytes, step_bytes, left);
             #pragma GCC unroll 8
             for (int t = 0; t < nt; t++)
@@ -215,21 +227,35 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
             Y[(size_t)t * ldy + rb + i] = folded ? part[i][t] + fold16(acc[i][t]) : fold16(acc[i][t]);
 }
 
-#define MV_CASE(FP4, NR, NT)                                                                       \
-    case (NR) * 4 + (NT):                                                                          \
-        for (; rb + (NR) <= r1; rb += (NR))                                                        \
-            matvec_block(NR, NT, Y, ldy, &(qmat){FP4, q->W, q->scale, q->rows, q->cols}, X, ldx,  \
-                         xb, rb, r1);                                                              \
-        break;
+/* Tokens in the next pass when `left` (two or more) are left: 3, but 2 + 2
+ * for four. */
+static inline int mv_pass_tokens(int left)
+{
+    return left == 4 ? 2 : left < MV_PASS ? left : MV_PASS;
+}
 
-/* One instantiation per format so the decoder's branch folds away. */
+/* Row block [rb, rb + NR) for all n tokens, pass by pass; only the first
+ * pass prefetches the next block (r1 bounds it). */
+#define MV_PASSES(NR)                                                                              \
+    for (int t0 = 0, c; t0 < n; t0 += c) {                                                         \
+        c = mv_pass_tokens(n - t0);                                                                \
+        const __m512i *xt = xb ? xb + (size_t)t0 * MV_XSTEPS * 2 : NULL;                           \
+        int pr1 = t0 == 0 ? r1 : rb + (NR);                                                        \
+        if (c == 3)                                                                                \
+            matvec_block(NR, 3, Y + (size_t)t0 * ldy, ldy, &q1, X + (size_t)t0 * ldx, ldx, xt, rb, pr1); \
+        else                                                                                       \
+            matvec_block(NR, 2, Y + (size_t)t0 * ldy, ldy, &q1, X + (size_t)t0 * ldx, ldx, xt, rb, pr1); \
+    }
+
+/* One instantiation per format so the decoder's branch folds away. One
+ * token: NR1-row blocks; more: 4-row blocks; the rows left one at a time. */
 #define MATVEC_FN(NAME, FP4, NR1)                                                                  \
     static void NAME(float *Y, size_t ldy, const qmat *q, const float *X, size_t ldx, int n,      \
                      int r0, int r1)                                                               \
     {                                                                                              \
         int rb = r0;                                                                               \
         size_t row_bytes = q->fp4 ? (size_t)q->cols / 2 : (size_t)q->cols;                         \
-        __m512i xbuf[(GEMM_MIN_N - 1) * MV_XSTEPS * 2];                                            \
+        __m512i xbuf[MV_MAX_N * MV_XSTEPS * 2];                                                    \
         const __m512i *xb = q->cols <= MV_XSTEPS * STEP ? xbuf : NULL;                             \
         for (int t = 0; t < n && xb; t++)                                                          \
             for (int s = 0; s * STEP < q->cols; s++)                                               \
@@ -238,14 +264,18 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
         /* the first block as a burst: the loop prefetches each next one */                       \
         prefetch_share((const char *)q->W + (size_t)r0 * row_bytes,                                \
                        (size_t)(r1 - r0 < MV_RB ? r1 - r0 : MV_RB) * row_bytes, 0, 1);             \
-        for (int nr = MV_RB; nr >= 1; nr--) {                                                      \
-            switch (nr * 4 + n) {                                                                  \
-                MV_CASE(FP4, NR1, 1) MV_CASE(FP4, 4, 2) MV_CASE(FP4, 4, 3)                         \
-                MV_CASE(FP4, 1, 1) MV_CASE(FP4, 1, 2) MV_CASE(FP4, 1, 3)                           \
-            default:                                                                               \
-                break;                                                                             \
-            }                                                                                      \
+        const qmat q1 = {FP4, q->W, q->scale, q->rows, q->cols};                                   \
+        if (n == 1) {                                                                              \
+            for (; rb + (NR1) <= r1; rb += (NR1))                                                  \
+                matvec_block(NR1, 1, Y, ldy, &q1, X, ldx, xb, rb, r1);                             \
+            for (; rb < r1; rb++)                                                                  \
+                matvec_block(1, 1, Y, ldy, &q1, X, ldx, xb, rb, r1);                               \
+            return;                                                                                \
         }                                                                                          \
+        for (; rb + 4 <= r1; rb += 4)                                                              \
+            MV_PASSES(4)                                                                           \
+        for (; rb < r1; rb++)                                                                      \
+            MV_PASSES(1)                                                                           \
     }
 
 /* FP4 takes 8 rows for one token; FP8 4, as its 4-register tables per row
@@ -472,7 +502,7 @@ static void matmul_q(const qmat *q, float *Y, size_t ldy, const float *X, size_t
 {
     if (n <= 0 || r1 <= r0)
         return;
-    if (n >= GEMM_MIN_N)
+    if (n > MV_MAX_N)
         matmul_gemm(Y, ldy, q, X, ldx, n, r0, r1);
     else if (q->fp4)
         matvec_fp4(Y, ldy, q, X, ldx, n, r0, r1);

@@ -235,7 +235,8 @@ static inline int mv_pass_tokens(int left)
 }
 
 /* Row block [rb, rb + NR) for all n tokens, pass by pass; only the first
- * pass prefetches the next block (r1 bounds it). */
+ * pass prefetches the next block (r1 bounds it). Used inside MATVEC_FN,
+ * whose n, q1, X, Y, xb, rb and r1 it reads. */
 #define MV_PASSES(NR)                                                                              \
     for (int t0 = 0, c; t0 < n; t0 += c) {                                                         \
         c = mv_pass_tokens(n - t0);                                                                \

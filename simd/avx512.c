@@ -14,8 +14,9 @@
  *     spares the unpacks a natural order would cost; the activations are
  *     permuted to match instead, once per block for all the rows that use it.
  * Two paths compute exactly that sequence of operations:
- *   - few tokens (n < GEMM_MIN_N): weights decoded in registers, a group of
- *     rows at a time, each decoded vector used by every token (bandwidth-bound);
+ *   - few tokens (n <= MV_MAX_N): weights decoded in registers, a group of
+ *     rows at a time, each decoded vector used by up to MV_PASS tokens, more
+ *     tokens in passes over the group (bandwidth-bound);
  *   - many tokens: RG rows decoded into a stack buffer a chunk at a time,
  *     then RB x TB register tiles of accumulators that read the activations
  *     in the format's column order (FP4: permuted per block in registers,
@@ -40,8 +41,18 @@ const dsv4_kernels *kernels_avx512_novnni(void);
 #define RB 4         /* rows per block */
 #define TB 6         /* tokens per register tile: RB*TB = 24 accumulators */
 _Static_assert(RB == 4 && TB <= 8, "tile_chunk_end folds 4 rows and at most 8 tokens");
-#define GEMM_MIN_N 4 /* below this, decode in registers (weights read once) */
+#define MV_PASS 3    /* most tokens per in-register pass: rows x tokens accumulators */
 #define MV_RB 8      /* rows per in-register block for one token (4 for two or three) */
+/* Up to this many tokens, weights are decoded in registers: past MV_PASS,
+ * each 4-row block takes the tokens in passes (the accumulators must fit
+ * the registers), its weights coming from memory in the first pass and
+ * from L1 in the others. 6 rather than 3 (the GEMM path from 4 tokens on):
+ * batched decode on the 16-core Sapphire Rapids, release numerics, `dsv4
+ * bench -m /tmp/f4 -t 16 -r 2 -p 0 -n 16 -b 1,4,6,8` alternated three
+ * times: 4 sequences 66-71 -> 77-81 tok/s, 6 sequences 80-85 -> 91-96. */
+#ifndef MV_MAX_N
+#define MV_MAX_N 6
+#endif
 
 /* W_FP8V: FP8 decoded through VBMI byte tables where the block scale allows
  * (e4m3_table.h), else as W_FP8; the same f32 values, about half the
@@ -383,11 +394,11 @@ static inline void fp4_scales16(const wsrc *s, int r, int b, float *out)
 
 /* Columns [k, k + 64) of rows [rb, rb + nr) through the tables T: the same
  * products in the same order as two 32-column steps of matvec_block. */
-static inline __attribute__((always_inline)) void fp8v_step64(int nr, int nt, __m512 acc[][GEMM_MIN_N - 1],
+static inline __attribute__((always_inline)) void fp8v_step64(int nr, int nt, __m512 acc[][MV_PASS],
                                                                const wsrc *s, int rb, int k,
                                                                const e4m3_tables *T, const float *X, size_t ldx)
 {
-    __m512 x[GEMM_MIN_N - 1][4];
+    __m512 x[MV_PASS][4];
     #pragma GCC unroll 8
     for (int t = 0; t < nt; t++)
         #pragma GCC unroll 4
@@ -410,7 +421,7 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
                                                                 size_t ldx, int rb, int r1)
 {
     const __m512 lut = _mm512_loadu_ps(e2m1_lut);
-    __m512 acc[MV_RB][GEMM_MIN_N - 1];
+    __m512 acc[MV_RB][MV_PASS];
     #pragma GCC unroll 8
     for (int i = 0; i < nr; i++)
         #pragma GCC unroll 8
@@ -430,7 +441,7 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
     int by_table = s->fmt == W_FP8V && rb / 128 == (rb + nr - 1) / 128, in_tables = 0;
     e4m3_tables T;
     while (k + 32 <= cols) {
-        __m512 x0[GEMM_MIN_N - 1], x1[GEMM_MIN_N - 1];
+        __m512 x0[MV_PASS], x1[MV_PASS];
         if (s->fmt == W_FP4 && k % 512 == 0) {
             #pragma GCC unroll 8
             for (int i = 0; i < nr; i++)
@@ -517,6 +528,28 @@ static inline void prefetch_first_block(const wsrc *s, int r0, int r1)
                          rb, r1);                                                                  \
         break;
 
+/* Tokens of the pass that starts with `left` tokens to go: 3 at a time, but
+ * 4 as 2 + 2 (a pass of one token has too few accumulators; so from two
+ * tokens on no pass has one). */
+static inline int mv_pass_tokens(int left)
+{
+    return left == 4 ? 2 : left < MV_PASS ? left : MV_PASS;
+}
+
+/* Row block [rb, rb + NR) for all n tokens, pass by pass; only the first
+ * pass prefetches the next block (r1 bounds it). Used inside MATVEC_FN,
+ * whose s, n, X, Y, rb and r1 it reads. */
+#define MV_PASSES(FMT, NR)                                                                         \
+    for (int t0 = 0, c; t0 < n; t0 += c) {                                                         \
+        c = mv_pass_tokens(n - t0);                                                                \
+        int pr1 = t0 == 0 ? r1 : rb + (NR);                                                        \
+        const wsrc ws = {FMT, s->W, s->scale, s->rows, s->cols};                                   \
+        if (c == 3)                                                                                \
+            matvec_block(NR, 3, Y + (size_t)t0 * ldy, ldy, &ws, X + (size_t)t0 * ldx, ldx, rb, pr1); \
+        else                                                                                       \
+            matvec_block(NR, 2, Y + (size_t)t0 * ldy, ldy, &ws, X + (size_t)t0 * ldx, ldx, rb, pr1); \
+    }
+
 /* One instantiation per format so the decoder's switch folds away. */
 #define MATVEC_FN(NAME, FMT)                                                                       \
     static void NAME(float *Y, size_t ldy, const wsrc *s, const float *X, size_t ldx, int n,     \
@@ -524,6 +557,13 @@ static inline void prefetch_first_block(const wsrc *s, int r0, int r1)
     {                                                                                              \
         int rb = r0;                                                                               \
         prefetch_first_block(s, r0, r1);                                                           \
+        if (n > MV_PASS) { /* in passes: 4-row blocks, then single rows */                        \
+            for (; rb + 4 <= r1; rb += 4)                                                          \
+                MV_PASSES(FMT, 4)                                                                  \
+            for (; rb < r1; rb++)                                                                  \
+                MV_PASSES(FMT, 1)                                                                  \
+            return;                                                                                \
+        }                                                                                          \
         for (int nr = MV_RB; nr >= 1; nr--) {                                                      \
             switch (nr * 4 + n) {                                                                  \
                 MV_CASE(FMT, 8, 1) MV_CASE(FMT, 4, 2) MV_CASE(FMT, 4, 3)                           \
@@ -547,7 +587,7 @@ static void matmul_any(float *Y, size_t ldy, const wsrc *s, matvec_fn mv, const 
 {
     if (n <= 0 || r1 <= r0)
         return;
-    if (n >= GEMM_MIN_N)
+    if (n > MV_MAX_N)
         matmul_gemm(Y, ldy, s, X, ldx, n, r0, r1);
     else
         mv(Y, ldy, s, X, ldx, n, r0, r1);

@@ -277,6 +277,8 @@ static void invariance(const dsv4_kernels *kt)
     for (int f = F32; f <= FP4; f++) {
         check_invariance(kt, f, 70, 160, 17);
         check_invariance(kt, f, 37, 4096, 5);
+        check_invariance(kt, f, 21, 2048, 4); /* in-register passes of 2 + 2 tokens */
+        check_invariance(kt, f, 23, 1024, 6); /* 3 + 3, rows past the 4-row blocks */
         if (f != FP4)
             check_invariance(kt, f, 19, 200, 6);
     }

@@ -440,21 +440,32 @@ static void gemm_pass(const gemm_call *c, int rb, int nrd, int g0, int ng, int k
         int nr = nrd - i0 < RB ? nrd - i0 : RB;
         /* the next row block, spread over this block's tiles: issued per
          * chunk (32 KiB at once for FP4 [2048x4096]) the prefetches filled
-         * the miss buffers and the decode's own loads queued behind them */
-        if (g0 == 0 && rb + c->rbd < c->r1) {
-            int next = c->r1 - rb - c->rbd < c->rbd ? c->r1 - rb - c->rbd : c->rbd;
-            int part = (k0 / CHUNK) * slices + i0 / RB;
-            prefetch_share((const char *)q->W + (size_t)(rb + c->rbd) * row_bytes, (size_t)next * row_bytes, part,
-                           chunks * slices);
-            if (q->fp4) /* and its block scales, a stream of their own */
-                prefetch_share((const char *)q->scale + (size_t)(rb + c->rbd) * (q->cols / 32),
-                               (size_t)next * (q->cols / 32), part, chunks * slices);
+         * the miss buffers and the decode's own loads queued behind them.
+         * FP8 rows of one chunk (wq_b) spread it further, a row's share
+         * before each row's decode: their slice's 64 lines at once still
+         * held the decode back (two Zen 5 cores, FP8 [65536x1024] x 16
+         * tokens 407-418 -> 494-510 GFLOP/s, [32768x1024] x 64 599-613 ->
+         * 647-661); rows of several chunks gained nothing so. */
+        int per_row = !q->fp4 && chunks == 1, pieces = per_row ? RB : 1;
+        for (int p = 0; p < pieces; p++) {
+            if (g0 == 0 && rb + c->rbd < c->r1) {
+                int next = c->r1 - rb - c->rbd < c->rbd ? c->r1 - rb - c->rbd : c->rbd;
+                int part = ((k0 / CHUNK) * slices + i0 / RB) * pieces + p;
+                prefetch_share((const char *)q->W + (size_t)(rb + c->rbd) * row_bytes, (size_t)next * row_bytes,
+                               part, chunks * slices * pieces);
+                if (q->fp4) /* and its block scales, a stream of their own */
+                    prefetch_share((const char *)q->scale + (size_t)(rb + c->rbd) * (q->cols / 32),
+                                   (size_t)next * (q->cols / 32), part, chunks * slices);
+            }
+            int i = per_row ? p : 0, m = per_row ? p < nr : nr; /* the piece's rows [i, i + m) */
+            if (m == 0)
+                continue;
+            if (whole)
+                decode_chunk_rows(q, rb + i0 + i, m, k0, c->wb + i * CSTEPS * 2, c->ctx, &ctx_block);
+            else
+                for (int r = i; r < i + m; r++)
+                    decode_chunk(q, rb + i0 + r, k0, c->wb + r * CSTEPS * 2);
         }
-        if (whole)
-            decode_chunk_rows(q, rb + i0, nr, k0, c->wb, c->ctx, &ctx_block);
-        else
-            for (int i = 0; i < nr; i++)
-                decode_chunk(q, rb + i0 + i, k0, c->wb + i * CSTEPS * 2);
         for (int t0 = 0, j = 0; t0 < ng; t0 += tile_tokens(ng, j++))
             tile_dispatch(nr, tile_tokens(ng, j), c->wb, c->xb + t0 * CSTEPS * 2, steps, first, last, fold,
                           c->acc + i0 * ng + t0 * nr, c->Y + (size_t)(g0 + t0) * c->ldy + rb + i0, c->ldy);

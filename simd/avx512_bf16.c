@@ -455,7 +455,7 @@ static void gemm_pass(const gemm_call *c, int rb, int nrd, int g0, int ng, int k
                                part, chunks * slices * pieces);
                 if (q->fp4) /* and its block scales, a stream of their own */
                     prefetch_share((const char *)q->scale + (size_t)(rb + c->rbd) * (q->cols / 32),
-                                   (size_t)next * (q->cols / 32), part, chunks * slices);
+                                   (size_t)next * (q->cols / 32), part, chunks * slices * pieces);
             }
             int i = per_row ? p : 0, m = per_row ? p < nr : nr; /* the piece's rows [i, i + m) */
             if (m == 0)

@@ -25,6 +25,7 @@
  * differs from the scalar reference (tested within 1e-5 of sum |W||X|). */
 
 #include <immintrin.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "e4m3_table.h"
@@ -101,6 +102,34 @@ static inline void fp4x32(const uint8_t *p, __m512 lut, __m512 *a, __m512 *b)
     __m512i v = _mm512_srlv_epi32(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)p)), shift);
     *a = _mm512_permutexvar_ps(v, lut);
     *b = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 16), lut);
+}
+
+/* e2m1_lut times each e8m0 block scale, by the multiply the decode did
+ * before: a block's decode loads its scaled table instead of multiplying
+ * (one vector operation fewer per 32 weights; on Intel cores the multiply
+ * took a slot of the two ports that do all the decode's vector work).
+ * 16 KiB, of which a checkpoint touches the few scales it has. Filled by
+ * the first FP4 product (fp4_luts_ready), read only after: not at load
+ * time, as this file's code may only run once dispatch has seen AVX-512. */
+static float fp4_luts[256][16] __attribute__((aligned(64)));
+static pthread_once_t fp4_luts_once = PTHREAD_ONCE_INIT;
+
+static void fp4_luts_fill(void)
+{
+    const __m512 lut = _mm512_loadu_ps(e2m1_lut);
+    for (int s = 0; s < 256; s++)
+        _mm512_store_ps(fp4_luts[s], _mm512_mul_ps(lut, _mm512_set1_ps(e8m0((uint8_t)s))));
+}
+
+static void fp4_luts_ready(void)
+{
+    pthread_once(&fp4_luts_once, fp4_luts_fill);
+}
+
+/* fp4_luts[s] as a byte offset, the form the decode loops index by. */
+static inline const float *fp4_lut_at(int32_t offset)
+{
+    return (const float *)((const char *)fp4_luts + offset);
 }
 
 /* Activations of one 32-column block in the order fp4x32 yields weights. */
@@ -206,11 +235,10 @@ static void decode_chunk(const wsrc *s, int r, int k0, int len, float *buf)
     case W_FP4: {
         const uint8_t *w = (const uint8_t *)s->W + (size_t)r * (cols / 2);
         const uint8_t *srow = s->scale + (size_t)r * (cols / 32);
-        const __m512 lut = _mm512_loadu_ps(e2m1_lut);
         for (; k < len; k += 32) {
             int c = k0 + k;
-            __m512 lo, hi, ls = _mm512_mul_ps(lut, _mm512_set1_ps(e8m0(srow[c / 32])));
-            fp4x32(w + c / 2, ls, &lo, &hi);
+            __m512 lo, hi;
+            fp4x32(w + c / 2, _mm512_load_ps(fp4_luts[srow[c / 32]]), &lo, &hi);
             _mm512_store_ps(buf + k, lo);
             _mm512_store_ps(buf + k + 16, hi);
         }
@@ -350,9 +378,16 @@ static void matmul_gemm(float *Y, size_t ldy, const wsrc *s, const float *X, siz
 
 /* ---- few tokens: decode in registers, RB rows at a time ---- */
 
-/* wscale: the row's scale of this block, as a float (FP4, FP8). */
-static inline __attribute__((always_inline)) void decode32(const wsrc *s, int r, int k, __m512 lut,
-                                                            const float *wscale, __m512 *lo, __m512 *hi)
+/* What the in-register decode keeps of each row's block scales: FP8 the
+ * current block's as a float (f[0]); FP4 16 blocks' tables as offsets into
+ * fp4_luts (off[b % 16] for block b). */
+typedef union {
+    float f[16];
+    int32_t off[16];
+} row_scales;
+
+static inline __attribute__((always_inline)) void decode32(const wsrc *s, int r, int k, const row_scales *rs,
+                                                            __m512 *lo, __m512 *hi)
 {
     int cols = s->cols;
     switch (s->fmt) {
@@ -370,29 +405,22 @@ static inline __attribute__((always_inline)) void decode32(const wsrc *s, int r,
     }
     case W_FP8:
     case W_FP8V:
-        fp8x32((const uint8_t *)s->W + (size_t)r * cols + k, *wscale, lo, hi);
+        fp8x32((const uint8_t *)s->W + (size_t)r * cols + k, rs->f[0], lo, hi);
         break;
-    default: {
-        __m512 ls = _mm512_mul_ps(lut, _mm512_set1_ps(*wscale));
-        fp4x32((const uint8_t *)s->W + (size_t)r * (cols / 2) + k / 2, ls, lo, hi);
+    default:
+        fp4x32((const uint8_t *)s->W + (size_t)r * (cols / 2) + k / 2,
+               _mm512_load_ps(fp4_lut_at(rs->off[(k / 32) % 16])), lo, hi);
         break;
-    }
     }
 }
 
-/* The e8m0 scales of FP4 blocks [b, b + 16) of row r (fewer at the row's
- * end), as floats: one vector conversion instead of one scalar per block. */
-static inline void fp4_scales16(const wsrc *s, int r, int b, float *out)
+/* The fp4_luts offsets of FP4 blocks [b, b + 16) of row r (fewer at the
+ * row's end): one vector conversion instead of one scalar per block. */
+static inline void fp4_lut_offsets16(const wsrc *s, int r, int b, int32_t *out)
 {
     int nb = s->cols / 32, left = nb - b;
-    __mmask16 m = tail_mask(left);
-    __m512i v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, s->scale + (size_t)r * nb + b));
-    __m512i f = _mm512_slli_epi32(v, 23);
-    f = _mm512_mask_mov_epi32(f, _mm512_cmpeq_epi32_mask(v, _mm512_setzero_si512()),
-                              _mm512_set1_epi32(0x00400000));
-    f = _mm512_mask_mov_epi32(f, _mm512_cmpeq_epi32_mask(v, _mm512_set1_epi32(0xff)),
-                              _mm512_set1_epi32(0x7fc00000));
-    _mm512_store_si512(out, f);
+    __m512i v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(tail_mask(left), s->scale + (size_t)r * nb + b));
+    _mm512_store_si512(out, _mm512_slli_epi32(v, 6)); /* x sizeof fp4_luts[0] */
 }
 
 /* Columns [k, k + 64) of rows [rb, rb + nr) through the tables T: the same
@@ -423,7 +451,6 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
                                                                 const wsrc *s, const float *X,
                                                                 size_t ldx, int rb, int r1)
 {
-    const __m512 lut = _mm512_loadu_ps(e2m1_lut);
     __m512 acc[MV_RB][MV_PASS];
     #pragma GCC unroll 8
     for (int i = 0; i < nr; i++)
@@ -435,10 +462,10 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
     int next_row = rb + nr < r1 ? rb + nr : r1; /* prefetch within the caller's rows only */
     const char *next = (const char *)s->W + (size_t)next_row * row_bytes;
     size_t left = (size_t)(r1 - next_row) * row_bytes;
-    float wscale[MV_RB][16] __attribute__((aligned(64))); /* FP4: 16 blocks; FP8: [0] */
+    row_scales rs[MV_RB] __attribute__((aligned(64)));
     #pragma GCC unroll 8
     for (int i = 0; i < nr; i++)
-        wscale[i][0] = 0.0f; /* set at k = 0 below; this only informs the compiler */
+        rs[i].f[0] = 0.0f; /* set at k = 0 below; this only informs the compiler */
     /* W_FP8V: 64 columns a step through the tables where the rows share
      * one 128-row scale block and its scale is in the tables' range */
     int by_table = s->fmt == W_FP8V && rb / 128 == (rb + nr - 1) / 128, in_tables = 0;
@@ -448,12 +475,12 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
         if (s->fmt == W_FP4 && k % 512 == 0) {
             #pragma GCC unroll 8
             for (int i = 0; i < nr; i++)
-                fp4_scales16(s, rb + i, k / 32, wscale[i]);
+                fp4_lut_offsets16(s, rb + i, k / 32, rs[i].off);
         }
         if (is_fp8(s->fmt) && k % 128 == 0) {
             #pragma GCC unroll 8
             for (int i = 0; i < nr; i++)
-                wscale[i][0] = e8m0(s->scale[(size_t)((rb + i) / 128) * ((cols + 127) / 128) + k / 128]);
+                rs[i].f[0] = e8m0(s->scale[(size_t)((rb + i) / 128) * ((cols + 127) / 128) + k / 128]);
             if (by_table) {
                 unsigned sb = s->scale[(size_t)(rb / 128) * ((cols + 127) / 128) + k / 128];
                 in_tables = e4m3_scale_in_tables(sb);
@@ -483,8 +510,7 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
         #pragma GCC unroll 8
         for (int i = 0; i < nr; i++) {
             __m512 lo, hi;
-            decode32(s, rb + i, k, lut, s->fmt == W_FP4 ? &wscale[i][(k / 32) % 16] : &wscale[i][0], &lo,
-                     &hi);
+            decode32(s, rb + i, k, &rs[i], &lo, &hi);
             #pragma GCC unroll 8
             for (int t = 0; t < nt; t++) {
                 acc[i][t] = _mm512_fmadd_ps(lo, x0[t], acc[i][t]);
@@ -629,6 +655,7 @@ static void matmul_fp4_avx512(float *Y, size_t ldy, const uint8_t *W, const uint
                               const float *X, size_t ldx, int n, int rows, int cols, int r0, int r1)
 {
     wsrc s = {W_FP4, W, scale, rows, cols};
+    fp4_luts_ready();
     matmul_any(Y, ldy, &s, matvec_fp4, X, ldx, n, r0, r1);
 }
 /* Lightning-indexer scores: per key, heads in order; each dot uses two

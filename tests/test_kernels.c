@@ -354,6 +354,61 @@ static void test_simd_matmul_vs_scalar(void **state)
     }
 }
 
+/* Every FP4 weight value each kernel can decode, exactly: row r has block
+ * scale r (all 256 e8m0 values: 2^-127, a denormal, up to NaN), column j
+ * code j % 16, and token t is a one-hot on column t, so output (t, r) is
+ * the weight (code t, scale r) itself (the AVX-512 decoder takes it from a
+ * table of scaled values), or NaN for the NaN scale. Rows whose weights
+ * overflow to infinity (scales 253 and 254, never in a release file) are
+ * left out: the scalar reference scales each block's sum, so its zeros
+ * stay zero there, where the SIMD kernels' infinite weights times zero
+ * give NaN. Fewer tokens than the in-register limit and more (the GEMM
+ * paths), on every table. */
+static void check_fp4_one_hot(const dsv4_kernels *k, const uint8_t *w, const uint8_t *scale, int rows, int cols,
+                              int n, int c0)
+{
+    /* token t one-hot on a column of code (c0 + t) % 16, in either half */
+    float *x = calloc((size_t)n * cols, sizeof *x), *y = calloc((size_t)n * rows, sizeof *y);
+    for (int t = 0; t < n; t++)
+        x[t * cols + (c0 + t) % 16 + 16 * (c0 % 2)] = 1.0f;
+    k->matmul_fp4(y, (size_t)rows, w, scale, x, (size_t)cols, n, rows, cols, 0, rows);
+    for (int r = 0; r < rows; r++) {
+        int nan_scale = isnan(fmt_e8m0_to_f32(scale[r])), overflows = 0;
+        for (int code = 0; code < 16; code++)
+            overflows |= isinf(fmt_e2m1_to_f32((uint8_t)code) * fmt_e8m0_to_f32(scale[r]));
+        for (int t = 0; t < n && !overflows; t++) {
+            int code = (c0 + t) % 16;
+            float want = fmt_e2m1_to_f32((uint8_t)code) * fmt_e8m0_to_f32(scale[r]);
+            float got = y[(size_t)t * rows + r];
+            if (nan_scale ? !isnan(got) : got != want) {
+                print_error("%s fp4 n=%d: scale %d code %d: %a, want %a\n", k->isa, n, r, code, got, want);
+                fail();
+            }
+        }
+    }
+    free(x);
+    free(y);
+}
+
+static void test_fp4_every_scale(void **state)
+{
+    (void)state;
+    enum { ROWS = 256, COLS = 32 };
+    const dsv4_kernels *ks[1 + MAX_SIMD];
+    uint8_t *w = malloc(ROWS * COLS / 2), scale[ROWS];
+    for (int r = 0; r < ROWS; r++) {
+        scale[r] = (uint8_t)r;
+        for (int j = 0; j < COLS; j += 2)
+            w[r * COLS / 2 + j / 2] = (uint8_t)((j % 16) | ((j + 1) % 16) << 4);
+    }
+    static const int token_counts[] = {1, 4, 16};
+    for (int i = 0, nk = all_tables(ks); i < nk; i++)
+        for (size_t c = 0; c < sizeof token_counts / sizeof token_counts[0]; c++)
+            for (int c0 = 0; c0 < 16; c0 += token_counts[c])
+                check_fp4_one_hot(ks[i], w, scale, ROWS, COLS, token_counts[c], c0);
+    free(w);
+}
+
 /* ---- indexer scores ---- */
 
 static void check_index_scores(const dsv4_kernels *kt, int n_keys, int n_heads, int dim, int misalign)
@@ -1027,6 +1082,7 @@ int main(void)
         cmocka_unit_test(test_scalar_invariance),
         cmocka_unit_test(test_simd_invariance),
         cmocka_unit_test(test_simd_matmul_vs_scalar),
+        cmocka_unit_test(test_fp4_every_scale),
         cmocka_unit_test(test_index_scores),
         cmocka_unit_test(test_simd_paths_bitwise),
         cmocka_unit_test(test_fp8_nan_codes),

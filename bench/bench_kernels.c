@@ -161,6 +161,30 @@ static double time_matmul(mats *M, int n, const float *X, float *Y, int passes, 
     return best;
 }
 
+/* One token through EXPERTS_PER_CALL copies per call, as a decode step's
+ * MoE hands its experts' matrices to the kernels (one linear_matmul_jobs
+ * call, so one fork and join for all of them); the best of a few passes. */
+#define EXPERTS_PER_CALL 6
+static double time_matvec_jobs(mats *M, const float *X, float *Y, int passes, int e4m3act)
+{
+    int calls = M->copies / EXPERTS_PER_CALL, rows = M->m[0].rows, cols = M->m[0].cols;
+    linear_job jobs[EXPERTS_PER_CALL];
+    double best = 1e30;
+    for (int p = 0; p < passes; p++) {
+        double t0 = now();
+        for (int c = 0; c < calls; c++) {
+            for (int e = 0; e < EXPERTS_PER_CALL; e++)
+                jobs[e] = (linear_job){&M->m[c * EXPERTS_PER_CALL + e], Y + (size_t)e * rows, (size_t)rows, X,
+                                       (size_t)cols, 1, 0, rows, e4m3act};
+            linear_matmul_jobs(K, jobs, EXPERTS_PER_CALL);
+        }
+        double t = (now() - t0) / ((double)calls * EXPERTS_PER_CALL);
+        if (t < best)
+            best = t;
+    }
+    return best;
+}
+
 static const char *fmt_label(dsv4_wformat f)
 {
     return f == DSV4_WF_FP4 ? "fp4" : f == DSV4_WF_FP8 ? "fp8" : f == DSV4_WF_BF16 ? "bf16" : "f32";
@@ -178,6 +202,14 @@ static void bench_matmul(const char *model, const char *name, dsv4_wformat fmt, 
     snprintf(shape, sizeof shape, "%s %s [%dx%d]", model, name, rows, cols);
     double t = time_matmul(&M, 1, X, Y, quick ? 2 : 4, 0);
     report(kernel, shape, K->isa, t, (double)M.bytes / t / 1e9, bw, "GB/s");
+    int experts = fmt == DSV4_WF_FP4 && M.copies >= EXPERTS_PER_CALL;
+    if (experts) { /* expert matrices are small: also as the MoE calls them */
+        char jshape[64];
+        snprintf(kernel, sizeof kernel, "matvec_%s_x%d", fmt_label(fmt), EXPERTS_PER_CALL);
+        snprintf(jshape, sizeof jshape, "%s %s x%d", model, name, EXPERTS_PER_CALL);
+        t = time_matvec_jobs(&M, X, Y, quick ? 2 : 4, 0);
+        report(kernel, jshape, K->isa, t, (double)M.bytes / t / 1e9, bw, "GB/s");
+    }
     /* 64 tokens: compute-bound; a few copies are enough (reuse is in-cache). */
     mats M64 = M;
     M64.copies = M.copies < 4 ? M.copies : 4;
@@ -196,6 +228,13 @@ static void bench_matmul(const char *model, const char *name, dsv4_wformat fmt, 
         t = time_matmul(&M, 1, X, Y, quick ? 2 : 4, 1);
         snprintf(kernel, sizeof kernel, "matvec_%s_e4m3act", fmt_label(fmt));
         report(kernel, shape, isa, t, (double)M.bytes / t / 1e9, bw, "GB/s");
+        if (experts) {
+            char jshape[64];
+            snprintf(kernel, sizeof kernel, "matvec_%s_x%d_e4m3act", fmt_label(fmt), EXPERTS_PER_CALL);
+            snprintf(jshape, sizeof jshape, "%s %s x%d", model, name, EXPERTS_PER_CALL);
+            t = time_matvec_jobs(&M, X, Y, quick ? 2 : 4, 1);
+            report(kernel, jshape, isa, t, (double)M.bytes / t / 1e9, bw, "GB/s");
+        }
         t = time_matmul(&M64, 64, X, Y, quick ? 1 : 3, 1);
         snprintf(kernel, sizeof kernel, "matmul64_%s_e4m3act", fmt_label(fmt));
         report(kernel, shape, isa, t, 2.0 * rows * cols * 64 / t / 1e9,

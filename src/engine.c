@@ -33,6 +33,9 @@ int dsv4_engine_open(dsv4_engine **out, const char *model_dir, const dsv4_option
     if (opt->n_threads < 0) return dsv4_fail(err, "thread count %d is negative", opt->n_threads);
     if (opt->numerics != DSV4_NUMERICS_RELEASE && opt->numerics != DSV4_NUMERICS_PLAIN)
         return dsv4_fail(err, "unknown numerics mode %d", (int)opt->numerics);
+    if (opt->prefill_chunk < 0 || opt->prefill_chunk > DSV4_PREFILL_CHUNK_MAX)
+        return dsv4_fail(err, "prefill chunk %d: need 1 to %d tokens (0: the default, %d)", opt->prefill_chunk,
+                         DSV4_PREFILL_CHUNK_MAX, DSV4_PREFILL_CHUNK_DEFAULT);
     struct stat st;
     if (stat(model_dir, &st) != 0)
         return dsv4_fail(err, "cannot open model directory '%s': %s", model_dir, strerror(errno));
@@ -42,6 +45,8 @@ int dsv4_engine_open(dsv4_engine **out, const char *model_dir, const dsv4_option
     dsv4_engine *e = calloc(1, sizeof *e);
     if (!e) return dsv4_fail(err, "out of memory");
     e->opt = *opt;
+    if (e->opt.prefill_chunk == 0)
+        e->opt.prefill_chunk = DSV4_PREFILL_CHUNK_DEFAULT;
     size_t n = strlen(model_dir);
     char *cfg_path = malloc(n + sizeof "/config.json");
     if (!cfg_path) {

@@ -11,11 +11,6 @@
  * Results do not depend on any chunk size (every per-token computation has a
  * fixed order, and the matrix kernels are batch-size invariant). */
 #define FORWARD_CHUNK 64
-/* Most tokens of one prefill call once forward_state_reserve grew the state:
- * the MoE then sees every expert with ~PREFILL_CHUNK·top-k/E rows, enough for
- * the matrix kernels to reuse each weight row over many tokens. Sized by
- * memory: ~170 MB of activations at V4-Flash width. */
-#define PREFILL_CHUNK 512
 
 typedef struct forward_state forward_state;
 
@@ -26,7 +21,9 @@ void forward_state_reset(forward_state *st);
 
 /* Tokens one model_forward call may take now (FORWARD_CHUNK at creation). */
 int forward_state_capacity(const forward_state *st);
-/* Grows the chunk buffers to take n tokens per call (n <= PREFILL_CHUNK);
+/* Grows the chunk buffers to take n tokens per call (n <= the engine's
+ * prefill_chunk: the MoE then sees every expert with ~n·top-k/E rows, enough
+ * for the matrix kernels to reuse each weight row over many tokens);
  * returns the capacity afterwards, unchanged if memory runs out (the caller
  * then cuts smaller chunks: same results). */
 int forward_state_reserve(forward_state *st, const dsv4_engine *e, int n);

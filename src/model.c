@@ -142,7 +142,7 @@ static int alloc_chunk_buffers(forward_state *st, const dsv4_engine *e, int n_to
 
 int forward_state_reserve(forward_state *st, const dsv4_engine *e, int n)
 {
-    if (n <= st->cap || n > PREFILL_CHUNK)
+    if (n <= st->cap || n > e->opt.prefill_chunk)
         return st->cap;
     int old = st->cap;
     free_chunk_buffers(st);

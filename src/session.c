@@ -71,13 +71,14 @@ int dsv4_session_feed(dsv4_session *session, const int32_t *tokens, int n,
         return dsv4_fail(err, "context full: position %d + %d tokens exceeds max_tokens %d",
                          session->position, n, session->max_tokens);
 
-    int cap = forward_state_capacity(session->state);
-    if (n > cap && cap < PREFILL_CHUNK)
-        cap = forward_state_reserve(session->state, e, n < PREFILL_CHUNK ? n : PREFILL_CHUNK);
+    int cap = forward_state_capacity(session->state), chunk = e->opt.prefill_chunk;
+    if (n > cap && cap < chunk)
+        cap = forward_state_reserve(session->state, e, n < chunk ? n : chunk);
     if (cap <= 0)
         return dsv4_fail(err, "out of memory for the activations of a %d-token chunk", FORWARD_CHUNK);
-    for (int done = 0; done < n; done += cap) {
-        int len = n - done < cap ? n - done : cap;
+    int pass = cap < chunk ? cap : chunk;
+    for (int done = 0; done < n; done += pass) {
+        int len = n - done < pass ? n - done : pass;
         int last_chunk = done + len == n;
         float *out = NULL;
         if (logits && all_logits)

@@ -29,6 +29,8 @@ expect 2 "unknown option '--bogus'"   -- "$dsv4" run --bogus
 expect 2 "-m DIR is required"         -- "$dsv4" inspect
 expect 2 "-t needs a thread count"    -- "$dsv4" run -m "$model" -t zero --tokens x
 expect 2 "--numerics must be"         -- "$dsv4" logits -m "$model" --numerics fast --tokens x --out y
+expect 2 "--prefill-chunk needs a token count from 1 to 65536, got '0'" -- "$dsv4" run -m "$model" --prefill-chunk 0 --tokens x
+expect 2 "--prefill-chunk needs a token count" -- "$dsv4" bench -m "$model" --prefill-chunk 1e3
 expect 1 "cannot open model directory" -- "$dsv4" inspect -m "$tmp/nowhere"
 expect 1 "tokenizer.json"             -- "$dsv4" run -m "$model" -p "hello"
 
@@ -46,15 +48,17 @@ expect 1 "$(basename "$shard")"       -- "$dsv4" inspect -m "$tmp/cut"
 rm "$shard"
 expect 1 "$(basename "$shard")"       -- "$dsv4" inspect -m "$tmp/cut"
 
-# logits: shape [T, vocab] float32, identical for 1 and 2 threads.
+# logits: shape [T, vocab] float32, identical for 1 and 2 threads and for
+# prefill passes of 7 tokens.
 head -n 40 "$model/tokens.txt" >"$tmp/t.txt"
 expect 0 "" -- "$dsv4" logits -m "$model" --tokens "$tmp/t.txt" --out "$tmp/a.npy" -t 1
 expect 0 "" -- "$dsv4" logits -m "$model" --tokens "$tmp/t.txt" --out "$tmp/b.npy" -t 2
+expect 0 "" -- "$dsv4" logits -m "$model" --tokens "$tmp/t.txt" --out "$tmp/c.npy" --prefill-chunk 7
 if head -c 128 "$tmp/a.npy" | grep -qa "'shape': (40, $vocab)" && cmp -s "$tmp/a.npy" "$tmp/b.npy" &&
-   [ "$(stat -c %s "$tmp/a.npy")" -eq $(( 128 + 40 * vocab * 4 )) ]; then
+   cmp -s "$tmp/a.npy" "$tmp/c.npy" && [ "$(stat -c %s "$tmp/a.npy")" -eq $(( 128 + 40 * vocab * 4 )) ]; then
   pass=$((pass+1))
 else
-  fail=$((fail+1)); echo "FAIL: logits .npy shape/size or thread invariance"
+  fail=$((fail+1)); echo "FAIL: logits .npy shape/size, thread or prefill-chunk invariance"
 fi
 expect 0 "prefill: 40 tokens" -- "$dsv4" run -m "$model" --tokens "$tmp/t.txt" -n 4 --temp 0.8 --top-p 0.9 --seed 1
 

@@ -4,6 +4,7 @@
 #include "synth_model.h"
 
 #include "engine.h"
+#include "forward.h"
 #include "safetensors.h"
 
 
@@ -277,10 +278,65 @@ static void test_open_errors(void **state)
 
     opt.isa = "scalar";
     opt.n_threads = 1;
+    opt.prefill_chunk = -1;
+    assert_int_equal(dsv4_engine_open(&e, synth_dir, &opt, &err), -1);
+    assert_string_equal(err.message, "prefill chunk -1: need 1 to 65536 tokens (0: the default, 512)");
+    opt.prefill_chunk = DSV4_PREFILL_CHUNK_MAX + 1;
+    assert_int_equal(dsv4_engine_open(&e, synth_dir, &opt, &err), -1);
+
+    opt.prefill_chunk = 0;
     if (dsv4_engine_open(&e, synth_dir, &opt, &err) != 0) fail_msg("%s", err.message);
     assert_string_equal(dsv4_engine_isa(e), "scalar");
     assert_int_equal(e->n_threads, 1);
+    assert_int_equal(e->opt.prefill_chunk, DSV4_PREFILL_CHUNK_DEFAULT);
     dsv4_engine_close(e);
+}
+
+/* A prompt longer than the forward buffers: the session grows them to the
+ * engine's prefill chunk (or the prompt, if shorter) and no further, and
+ * runs passes of at most that many tokens (each pass reads the dense
+ * weights once more: *weight_bytes tells the passes apart). */
+static int capacity_after_feed(int prefill_chunk, int n, double *weight_bytes)
+{
+    synth_opts o;
+    synth_defaults(&o);
+    assert_int_equal(synth_write(synth_dir, &o), 0);
+    dsv4_options opt;
+    dsv4_options_default(&opt);
+    opt.n_threads = 1;
+    opt.numerics = DSV4_NUMERICS_PLAIN; /* this small model's indexer is too narrow for the FP4 one */
+    opt.prefill_chunk = prefill_chunk;
+    dsv4_engine *e;
+    dsv4_session *s;
+    dsv4_error err;
+    if (dsv4_engine_open(&e, synth_dir, &opt, &err) != 0) fail_msg("%s", err.message);
+    if (dsv4_session_new(&s, e, n, &err) != 0) fail_msg("%s", err.message);
+    int32_t *tokens = malloc(sizeof *tokens * (size_t)n);
+    for (int i = 0; i < n; i++)
+        tokens[i] = (int32_t)(i % dsv4_engine_vocab_size(e));
+    if (dsv4_session_feed(s, tokens, n, NULL, 0, &err) != 0) fail_msg("%s", err.message);
+    assert_int_equal(dsv4_session_position(s), n);
+    int cap = forward_state_capacity(s->state);
+    dsv4_stats st;
+    dsv4_session_stats(s, &st);
+    *weight_bytes = st.weight_bytes;
+    free(tokens);
+    dsv4_session_free(s);
+    dsv4_engine_close(e);
+    return cap;
+}
+
+static void test_prefill_chunk(void **state)
+{
+    (void)state;
+    double one_pass, two_passes, small_passes, ignored;
+    assert_int_equal(capacity_after_feed(0, 150, &one_pass), 150);
+    assert_int_equal(capacity_after_feed(100, 150, &two_passes), 100);
+    assert_int_equal(capacity_after_feed(100, 90, &ignored), 90);
+    /* never below what a state starts with, but passes of 5 all the same */
+    assert_int_equal(capacity_after_feed(5, 150, &small_passes), FORWARD_CHUNK);
+    assert_true(one_pass < two_passes);
+    assert_true(small_passes > 10 * one_pass); /* 30 passes, not the 3 a 64-token buffer holds */
 }
 
 int main(void)
@@ -289,6 +345,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_valid_model_binds, synth_setup_dir, synth_teardown_dir),
         cmocka_unit_test_setup_teardown(test_other_valid_layouts, synth_setup_dir, synth_teardown_dir),
         cmocka_unit_test_setup_teardown(test_corruptions, synth_setup_dir, synth_teardown_dir),
+        cmocka_unit_test_setup_teardown(test_prefill_chunk, synth_setup_dir, synth_teardown_dir),
         cmocka_unit_test_setup_teardown(test_open_errors, synth_setup_dir, synth_teardown_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -96,6 +96,7 @@ static int free_fixtures(void **state)
 /* Logits of every position of the fixture's tokens: a first call of `first`
  * tokens, then calls of `chunk` tokens. */
 static const char *isa_under_test; /* NULL: the best the CPU has */
+static int prefill_chunk_under_test; /* 0: the default */
 
 static float *engine_logits_split(const fixture *fx, dsv4_numerics numerics, int threads, int first, int chunk)
 {
@@ -104,6 +105,7 @@ static float *engine_logits_split(const fixture *fx, dsv4_numerics numerics, int
     opt.isa = isa_under_test;
     opt.numerics = numerics;
     opt.n_threads = threads;
+    opt.prefill_chunk = prefill_chunk_under_test;
     dsv4_engine *e;
     dsv4_session *s;
     dsv4_error err;
@@ -265,6 +267,14 @@ static void test_decode_equals_prefill(void **state)
                    "max rel diff %.3g\n",
                    fx->dir, numerics ? "plain" : "release", fx->n_tokens, worst);
             assert_true(worst <= 1e-5);
+            /* the engine's own passes (--prefill-chunk 37): one call of all T
+             * tokens gives the bits of the caller's chunks of 37 */
+            prefill_chunk_under_test = 37;
+            float *passes = engine_logits(fx, (dsv4_numerics)numerics, 0, fx->n_tokens);
+            prefill_chunk_under_test = 0;
+            assert_non_null(passes);
+            assert_memory_equal(passes, chunked, sizeof *passes * (size_t)fx->n_tokens * fx->vocab);
+            free(passes);
             free(whole);
             free(stepped);
             free(one_by_one);

@@ -33,6 +33,14 @@ static int common_option(cli_parser *p, int c, const char *arg)
     case OPT_ISA:
         p->opt.isa = arg;
         return 1;
+    case OPT_PREFILL_CHUNK:
+        if (cli_parse_int(arg, 1, DSV4_PREFILL_CHUNK_MAX, &v)) {
+            p->status = cli_usage_error(p->cmd, "--prefill-chunk needs a token count from 1 to %d, got '%s'",
+                                        DSV4_PREFILL_CHUNK_MAX, arg);
+            return CLI_EXIT;
+        }
+        p->opt.prefill_chunk = (int)v;
+        return 1;
     default:
         return 0;
     }

@@ -185,6 +185,17 @@ static double time_matvec_jobs(mats *M, const float *X, float *Y, int passes, in
     return best;
 }
 
+/* The matvec_<fmt>_x6[_e4m3act] row of an expert shape. */
+static void report_matvec_jobs(mats *M, const float *X, float *Y, const char *model, const char *name,
+                               const char *fmt, const char *isa, int e4m3act, double bw)
+{
+    char kernel[64], shape[64];
+    snprintf(kernel, sizeof kernel, "matvec_%s_x%d%s", fmt, EXPERTS_PER_CALL, e4m3act ? "_e4m3act" : "");
+    snprintf(shape, sizeof shape, "%s %s x%d", model, name, EXPERTS_PER_CALL);
+    double t = time_matvec_jobs(M, X, Y, quick ? 2 : 4, e4m3act);
+    report(kernel, shape, isa, t, (double)M->bytes / t / 1e9, bw, "GB/s");
+}
+
 static const char *fmt_label(dsv4_wformat f)
 {
     return f == DSV4_WF_FP4 ? "fp4" : f == DSV4_WF_FP8 ? "fp8" : f == DSV4_WF_BF16 ? "bf16" : "f32";
@@ -203,13 +214,8 @@ static void bench_matmul(const char *model, const char *name, dsv4_wformat fmt, 
     double t = time_matmul(&M, 1, X, Y, quick ? 2 : 4, 0);
     report(kernel, shape, K->isa, t, (double)M.bytes / t / 1e9, bw, "GB/s");
     int experts = fmt == DSV4_WF_FP4 && M.copies >= EXPERTS_PER_CALL;
-    if (experts) { /* expert matrices are small: also as the MoE calls them */
-        char jshape[64];
-        snprintf(kernel, sizeof kernel, "matvec_%s_x%d", fmt_label(fmt), EXPERTS_PER_CALL);
-        snprintf(jshape, sizeof jshape, "%s %s x%d", model, name, EXPERTS_PER_CALL);
-        t = time_matvec_jobs(&M, X, Y, quick ? 2 : 4, 0);
-        report(kernel, jshape, K->isa, t, (double)M.bytes / t / 1e9, bw, "GB/s");
-    }
+    if (experts) /* expert matrices are small: also as the MoE calls them */
+        report_matvec_jobs(&M, X, Y, model, name, fmt_label(fmt), K->isa, 0, bw);
     /* 64 tokens: compute-bound; a few copies are enough (reuse is in-cache). */
     mats M64 = M;
     M64.copies = M.copies < 4 ? M.copies : 4;
@@ -228,13 +234,8 @@ static void bench_matmul(const char *model, const char *name, dsv4_wformat fmt, 
         t = time_matmul(&M, 1, X, Y, quick ? 2 : 4, 1);
         snprintf(kernel, sizeof kernel, "matvec_%s_e4m3act", fmt_label(fmt));
         report(kernel, shape, isa, t, (double)M.bytes / t / 1e9, bw, "GB/s");
-        if (experts) {
-            char jshape[64];
-            snprintf(kernel, sizeof kernel, "matvec_%s_x%d_e4m3act", fmt_label(fmt), EXPERTS_PER_CALL);
-            snprintf(jshape, sizeof jshape, "%s %s x%d", model, name, EXPERTS_PER_CALL);
-            t = time_matvec_jobs(&M, X, Y, quick ? 2 : 4, 1);
-            report(kernel, jshape, isa, t, (double)M.bytes / t / 1e9, bw, "GB/s");
-        }
+        if (experts)
+            report_matvec_jobs(&M, X, Y, model, name, fmt_label(fmt), isa, 1, bw);
         t = time_matmul(&M64, 64, X, Y, quick ? 1 : 3, 1);
         snprintf(kernel, sizeof kernel, "matmul64_%s_e4m3act", fmt_label(fmt));
         report(kernel, shape, isa, t, 2.0 * rows * cols * 64 / t / 1e9,

@@ -293,13 +293,15 @@ static int is_quantized(const dsv4_linear *W)
 /* Per-row work of a chunk below this many values stays on the calling thread. */
 #define PAR_MIN 16384
 
-/* Y = W·X for n rows as a job of a batch; in release numerics a quantized W
+/* Y = W·X for n rows as a job of a batch. In release numerics a quantized W
  * reads the FP8-simulated input xq (the reference's act_quant inside
- * linear()): its products are exact in bf16. */
+ * linear()), a BF16 W the input x, which is bf16 there: either way the
+ * products are exact in bf16, so the jobs take the kernels' bf16-activation
+ * entries (vdpbf16ps on AMD, the fp32 kernels elsewhere). */
 static linear_job project_job(const dsv4_linear *W, float *Y, const float *x, const float *xq, int n, int release)
 {
-    int q = release && is_quantized(W);
-    linear_job j = {W, Y, (size_t)W->rows, q ? xq : x, (size_t)W->cols, n, 0, W->rows, q};
+    int q = release && is_quantized(W), bf = release && W->fmt == DSV4_WF_BF16;
+    linear_job j = {W, Y, (size_t)W->rows, q ? xq : x, (size_t)W->cols, n, 0, W->rows, q || bf};
     return j;
 }
 
@@ -395,11 +397,14 @@ static void project_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, att
     jobs[nj++] = project_job(&L->wq_a, st->qr, xin, st->xq, n, release);
     jobs[nj++] = project_job(&L->wkv, st->kv, xin, st->xq, n, release);
     if (compressed) {
-        /* Compressor projections stay fp32 in both numerics (fp32 weights in the reference). */
+        /* Compressor projections take the unquantized input in both numerics (fp32
+         * weights in the reference, BF16 in the file: exact as fp32). In release
+         * numerics that input is bf16 (xb), so the products are exact in either
+         * kernel and project_job may give them to the bf16 one where the CPU has it. */
         prof_linear(prof, &L->compressor.wkv, n);
         prof_linear(prof, &L->compressor.wgate, n);
-        jobs[nj++] = project_job(&L->compressor.wkv, st->ca, xin, xin, n, 0);
-        jobs[nj++] = project_job(&L->compressor.wgate, st->cg, xin, xin, n, 0);
+        jobs[nj++] = project_job(&L->compressor.wkv, st->ca, xin, xin, n, release);
+        jobs[nj++] = project_job(&L->compressor.wgate, st->cg, xin, xin, n, release);
     }
     if (csa) {
         prof_linear(prof, &I->wq_b, n);
@@ -407,8 +412,8 @@ static void project_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, att
         prof_linear(prof, &I->compressor.wkv, n);
         prof_linear(prof, &I->compressor.wgate, n);
         jobs[nj++] = project_job(&I->weights_proj, st->iw, xin, st->xq, n, release);
-        jobs[nj++] = project_job(&I->compressor.wkv, st->ia, xin, xin, n, 0);
-        jobs[nj++] = project_job(&I->compressor.wgate, st->ig, xin, xin, n, 0);
+        jobs[nj++] = project_job(&I->compressor.wkv, st->ia, xin, xin, n, release);
+        jobs[nj++] = project_job(&I->compressor.wgate, st->ig, xin, xin, n, release);
     }
     linear_matmul_jobs(k, jobs, nj);
     if (release) {

@@ -397,10 +397,8 @@ static void project_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, att
     jobs[nj++] = project_job(&L->wq_a, st->qr, xin, st->xq, n, release);
     jobs[nj++] = project_job(&L->wkv, st->kv, xin, st->xq, n, release);
     if (compressed) {
-        /* Compressor projections take the unquantized input in both numerics (fp32
-         * weights in the reference, BF16 in the file: exact as fp32). In release
-         * numerics that input is bf16 (xb), so the products are exact in either
-         * kernel and project_job may give them to the bf16 one where the CPU has it. */
+        /* Compressor projections read the unquantized input in both numerics (the
+         * reference's weights are fp32, the file's BF16: the same values). */
         prof_linear(prof, &L->compressor.wkv, n);
         prof_linear(prof, &L->compressor.wgate, n);
         jobs[nj++] = project_job(&L->compressor.wkv, st->ca, xin, xin, n, release);

@@ -263,6 +263,9 @@ static inline vec vadd(vec a, vec b) { return _mm256_add_ps(a, b); }
 static inline vec vsub(vec a, vec b) { return _mm256_sub_ps(a, b); }
 static inline vec vdiv(vec a, vec b) { return _mm256_div_ps(a, b); }
 static inline vec vfma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
+static inline vec vmul(vec a, vec b) { return _mm256_mul_ps(a, b); }
+static inline vec vmin(vec a, vec b) { return _mm256_min_ps(a, b); }
+static inline vec vmax(vec a, vec b) { return _mm256_max_ps(a, b); }
 static inline float vsum(vec v) { return fold8(v); }
 
 static inline vec vload_n(const float *p, int left)
@@ -319,6 +322,7 @@ static inline vec vround_bf16(vec v)
 }
 
 #include "attend_impl.h"
+#include "swiglu_impl.h"
 
 /* The FP4-key indexer has no AVX2 version yet: the scalar one (same bits). */
 static void index_scores_fp4_scalar(float *scores, const int8_t *q_codes, const float *q_scale,
@@ -340,6 +344,7 @@ static const dsv4_kernels avx2_table = {
     .index_scores = index_scores_rows,
     .attend = attend_vec,
     .index_scores_fp4 = index_scores_fp4_scalar,
+    .swiglu = swiglu_vec,
     .act_quant_sim = fmt_act_quant_sim,
 };
 

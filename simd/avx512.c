@@ -694,6 +694,9 @@ static inline vec vadd(vec a, vec b) { return _mm512_add_ps(a, b); }
 static inline vec vsub(vec a, vec b) { return _mm512_sub_ps(a, b); }
 static inline vec vdiv(vec a, vec b) { return _mm512_div_ps(a, b); }
 static inline vec vfma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
+static inline vec vmul(vec a, vec b) { return _mm512_mul_ps(a, b); }
+static inline vec vmin(vec a, vec b) { return _mm512_min_ps(a, b); }
+static inline vec vmax(vec a, vec b) { return _mm512_max_ps(a, b); }
 static inline float vsum(vec v) { return fold16(v); }
 
 static inline __mmask16 lanes(int left)
@@ -748,6 +751,7 @@ static inline vec vround_bf16(vec v)
 
 #include <math.h>
 #include "attend_impl.h"
+#include "swiglu_impl.h"
 
 void index_scores_fp4_avx512vnni(float *scores, const int8_t *q_codes, const float *q_scale,
                                  const float *w, const uint8_t *keys, const uint8_t *key_scale,
@@ -766,6 +770,7 @@ static const dsv4_kernels avx512_table = {
     .index_scores = index_scores_rows,
     .attend = attend_vec,
     .index_scores_fp4 = index_scores_fp4_avx512vnni,
+    .swiglu = swiglu_vec,
     .act_quant_sim = act_quant_sim_avx512,
 };
 

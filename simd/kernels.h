@@ -106,6 +106,12 @@ typedef struct {
     void (*matmul_bf16_bf16act)(float *Y, size_t ldy, const uint16_t *W, const float *X, size_t ldx,
                                 int n, int rows, int cols, int r0, int r1);
 
+    /* SwiGLU with clamp, in place: g[i] = scale * silu(min(g[i], limit)) *
+     * clamp(u[i], -limit, limit), silu(x) = x / (1 + exp(-x)); limit <= 0:
+     * no clamping. A NaN input stays NaN (the clamps compare, as torch.clamp).
+     * ops_swiglu is the reference; vector versions use their own exp, within
+     * a few ulp of it. */
+    void (*swiglu)(float *g, const float *u, size_t n, float limit, float scale);
     /* FP8 simulation of activations in place: fmt_act_quant_sim (formats.h),
      * bit for bit. */
     void (*act_quant_sim)(float *x, size_t n, size_t block);
@@ -140,6 +146,9 @@ void ops_rmsnorm(float *y, const float *x, const float *w, int n, float eps);
 /* Interleaved rotary embedding on x[0..2*n_pairs): (x[2i], x[2i+1]) rotated by angle
  * with the given cos/sin; inverse rotates by -angle. */
 void ops_rope(float *x, const float *cos_t, const float *sin_t, int n_pairs, int inverse);
+/* The reference of the table's swiglu (and the entry of tables without a
+ * vector one). */
+void ops_swiglu(float *g, const float *u, size_t n, float limit, float scale);
 /* Indices of the k largest scores (k <= n), ties to the lower index, written in
  * ascending index order. scratch holds n ints. */
 void ops_topk(int *out, const float *scores, int n, int k, int *scratch);

@@ -391,6 +391,7 @@ static dsv4_kernels neon_table = {
     .index_scores = index_scores_rows,
     .attend = attend_neon,
     .index_scores_fp4 = index_scores_fp4_neon,
+    .swiglu = ops_swiglu,
     .act_quant_sim = fmt_act_quant_sim,
 };
 

@@ -219,6 +219,7 @@ static const dsv4_kernels scalar_table = {
     .index_scores = index_scores_scalar,
     .attend = attend_scalar,
     .index_scores_fp4 = index_scores_fp4_scalar,
+    .swiglu = ops_swiglu,
     .act_quant_sim = fmt_act_quant_sim,
 };
 
@@ -240,6 +241,19 @@ void ops_rmsnorm(float *y, const float *x, const float *w, int n, float eps)
     for (int i = 0; i < n; i++) {
         float v = x[i] * r;
         y[i] = w ? w[i] * v : v;
+    }
+}
+
+void ops_swiglu(float *g, const float *u, size_t n, float limit, float scale)
+{
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i], ui = u[i];
+        if (limit > 0.0f) {
+            /* Comparisons, not fminf/fmaxf, so a NaN propagates as in torch.clamp. */
+            gi = gi > limit ? limit : gi;
+            ui = ui > limit ? limit : ui < -limit ? -limit : ui;
+        }
+        g[i] = scale * (gi / (1.0f + expf(-gi)) * ui);
     }
 }
 

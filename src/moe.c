@@ -240,16 +240,7 @@ static void swiglu_act(const dsv4_engine *e, float *gate, float *up, int m, int 
             fmt_round_bf16_array(g, (size_t)len);
             fmt_round_bf16_array(u, (size_t)len);
         }
-        for (int i = 0; i < len; i++) {
-            float gi = g[i], ui = u[i];
-            if (limit > 0.0f) {
-                /* Comparisons, not fminf/fmaxf, so a NaN propagates as in torch.clamp. */
-                gi = gi > limit ? limit : gi;
-                ui = ui > limit ? limit : ui < -limit ? -limit : ui;
-            }
-            float h = gi / (1.0f + expf(-gi)) * ui;
-            g[i] = wr ? wr[r] * h : h;
-        }
+        e->k->swiglu(g, u, (size_t)len, limit, wr ? wr[r] : 1.0f); /* times 1: the same bits as none */
         if (release) {
             fmt_round_bf16_array(g, (size_t)len);
             if (quant_h) /* c0 is a multiple of the block of 128 */

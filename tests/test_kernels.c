@@ -4,6 +4,7 @@
  * bit). */
 #include "test_util.h"
 
+#include <float.h>
 #include <math.h>
 
 #include "../simd/formats.h"
@@ -978,6 +979,58 @@ static void test_act_quant_sim(void **state)
     free(got);
 }
 
+/* swiglu of every table against ops_swiglu: within 4 ulp (the vector
+ * versions' own exp), NaN and inf where the reference has them; clamped and
+ * not, scaled, every tail length. By hand: silu(1) = 1 / (1 + e^-1), a gate
+ * clamped to the limit, an up clamped to -limit, NaN through both clamps. */
+static void test_swiglu(void **state)
+{
+    (void)state;
+    float g0[3] = {1.0f, 20.0f, NAN}, u0[3] = {1.0f, -30.0f, 2.0f};
+    ops_swiglu(g0, u0, 3, 10.0f, 1.0f);
+    assert_true(fabsf(g0[0] - 0.7310586f) < 1e-7f);
+    assert_true(fabsf(g0[1] - -10.0f * (float)(10.0 / (1.0 + exp(-10.0)))) < 1e-5f);
+    assert_true(isnan(g0[2]));
+    float g1[1] = {NAN}, u1[1] = {1.0f};
+    ops_swiglu(u1, g1, 1, 10.0f, 1.0f); /* NaN up, clamped */
+    assert_true(isnan(u1[0]));
+
+    const dsv4_kernels *kts[1 + MAX_SIMD];
+    int nk = all_tables(kts);
+    uint64_t seed = 31;
+    enum { N = 1000 };
+    static float g[N], u[N], want[N], got[N];
+    for (int i = 0; i < N; i++) {
+        g[i] = test_rand_f(&seed) * (i % 3 ? 8.0f : 120.0f);
+        u[i] = test_rand_f(&seed) * (i % 5 ? 4.0f : 40.0f);
+    }
+    g[7] = INFINITY, g[8] = -INFINITY, g[9] = NAN, u[10] = NAN, u[11] = INFINITY, g[12] = -0.0f;
+    g[13] = -100.0f, g[14] = 100.0f, g[15] = -87.5f, g[16] = 1e-30f, u[17] = -0.0f;
+    static const size_t lens[] = {N, N - 1, 33, 17, 5, 1};
+    static const float limits[] = {10.0f, 0.0f}, scales[] = {1.0f, 0.37f};
+    for (int ki = 1; ki < nk; ki++)
+        for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++)
+            for (int a = 0; a < 2; a++)
+                for (int b = 0; b < 2; b++) {
+                    memcpy(want, g, sizeof g);
+                    memcpy(got, g, sizeof g);
+                    ops_swiglu(want, u, lens[l], limits[a], scales[b]);
+                    kts[ki]->swiglu(got, u, lens[l], limits[a], scales[b]);
+                    for (size_t i = 0; i < N; i++) {
+                        float w = want[i], x = got[i];
+                        int ok = i >= lens[l] ? memcmp(&w, &x, sizeof w) == 0 /* untouched */
+                                 : isnan(w) ? isnan(x)
+                                 : isinf(w) ? x == w
+                                 : fabsf(x - w) <= 4 * FLT_EPSILON * fabsf(w) + 1e-37f;
+                        if (!ok) {
+                            print_error("%s: n %zu limit %g scale %g, g %a u %a: %a vs %a\n", kts[ki]->isa,
+                                        lens[l], limits[a], scales[b], g[i], u[i], x, w);
+                            fail();
+                        }
+                    }
+                }
+}
+
 static void test_rmsnorm(void **state)
 {
     (void)state;
@@ -1095,6 +1148,7 @@ int main(void)
         cmocka_unit_test(test_attend_edges),
         cmocka_unit_test(test_topk),
         cmocka_unit_test(test_act_quant_sim),
+        cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),
     };

@@ -345,6 +345,8 @@ static const dsv4_kernels avx2_table = {
     .attend = attend_vec,
     .index_scores_fp4 = index_scores_fp4_scalar,
     .swiglu = swiglu_vec,
+    .fp4_quant_sim = fmt_fp4_quant_sim,
+    .index_query_pack = fmt_index_query_pack,
     .act_quant_sim = fmt_act_quant_sim,
 };
 

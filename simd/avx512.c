@@ -757,6 +757,8 @@ void index_scores_fp4_avx512vnni(float *scores, const int8_t *q_codes, const flo
                                  const float *w, const uint8_t *keys, const uint8_t *key_scale,
                                  int n_keys, int n_heads, int dim);
 void act_quant_sim_avx512(float *x, size_t n, size_t block); /* avx512_quant.c */
+void fp4_quant_sim_avx512(float *x, size_t n, size_t block);  /* avx512_quant.c */
+void index_query_pack_avx512(int8_t *codes_x2, float *scales, const float *x, size_t n);
 
 static const dsv4_kernels avx512_table = {
     .isa = "avx512",
@@ -771,6 +773,8 @@ static const dsv4_kernels avx512_table = {
     .attend = attend_vec,
     .index_scores_fp4 = index_scores_fp4_avx512vnni,
     .swiglu = swiglu_vec,
+    .fp4_quant_sim = fp4_quant_sim_avx512,
+    .index_query_pack = index_query_pack_avx512,
     .act_quant_sim = act_quant_sim_avx512,
 };
 

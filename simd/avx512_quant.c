@@ -1,5 +1,7 @@
-/* FP8 simulation of activations (fmt_act_quant_sim in formats.c, the
- * reference) with AVX-512, bit for bit: per block, the scale from the
+/* FP8 and FP4 simulation of activations (fmt_act_quant_sim and
+ * fmt_fp4_quant_sim in formats.c, the references) and the indexer's query
+ * codes (fmt_index_query_pack) with AVX-512, bit for bit.
+ * FP8: per block, the scale from the
  * largest |x| (fmt_act_quant_exp), then every x / s clamped to +-448,
  * rounded to the nearest e4m3 value (ties to even) and multiplied back.
  *
@@ -18,6 +20,8 @@
 #include "masks.h"
 
 void act_quant_sim_avx512(float *x, size_t n, size_t block);
+void fp4_quant_sim_avx512(float *x, size_t n, size_t block);
+void index_query_pack_avx512(int8_t *codes_x2, float *scales, const float *x, size_t n);
 
 static inline __m512 e4m3_round(__m512 q)
 {
@@ -51,6 +55,68 @@ void act_quant_sim_avx512(float *x, size_t n, size_t block)
             __m512 q = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xb + i), inv_s);
             q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(-448.0f)), _mm512_set1_ps(448.0f));
             _mm512_mask_storeu_ps(xb + i, m, _mm512_mul_ps(e4m3_round(q), s));
+        }
+    }
+}
+
+/* e2m1's grid {0, .5, 1, 1.5, 2, 3, 4, 6} (|q| <= 6), ties to even, as
+ * formats.c's e2m1_round: steps of 0.5 below 2, 1 below 4, then 2, each a
+ * power-of-two scaling around one integer rounding (exact); the sign kept,
+ * so small negatives round to -0. */
+static inline __m512 e2m1_round(__m512 q)
+{
+    const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    __m512 a = _mm512_and_ps(q, abs_mask);
+    __mmask16 lo = _mm512_cmp_ps_mask(a, _mm512_set1_ps(2.0f), _CMP_LT_OQ);
+    __mmask16 hi = _mm512_cmp_ps_mask(a, _mm512_set1_ps(4.0f), _CMP_GE_OQ);
+    __m512 up = _mm512_mask_blend_ps(hi, _mm512_mask_blend_ps(lo, _mm512_set1_ps(1.0f), _mm512_set1_ps(2.0f)),
+                                     _mm512_set1_ps(0.5f));
+    __m512 down = _mm512_mask_blend_ps(hi, _mm512_mask_blend_ps(lo, _mm512_set1_ps(1.0f), _mm512_set1_ps(0.5f)),
+                                       _mm512_set1_ps(2.0f));
+    __m512 r = _mm512_mul_ps(_mm512_roundscale_ps(_mm512_mul_ps(a, up), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                             down);
+    return _mm512_or_ps(r, _mm512_andnot_ps(abs_mask, q));
+}
+
+/* As act_quant_sim_avx512, with fmt_fp4_quant_exp's scale and a clamp to
+ * +-6 (a NaN clamped to -6, as the reference's fmaxf leaves it). */
+void fp4_quant_sim_avx512(float *x, size_t n, size_t block)
+{
+    for (size_t b0 = 0; b0 < n; b0 += block) {
+        size_t len = n - b0 < block ? n - b0 : block;
+        float *xb = x + b0;
+        __m512 amax = _mm512_setzero_ps();
+        for (size_t i = 0; i < len; i += 16)
+            amax = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(m16(len - i < 16 ? (int)(len - i) : 16), xb + i)), amax);
+        int e = fmt_fp4_quant_exp(_mm512_reduce_max_ps(amax));
+        /* e is within [-126, 126]: both powers of two are normal */
+        __m512 s = _mm512_castsi512_ps(_mm512_set1_epi32((127 + e) << 23));
+        __m512 inv_s = _mm512_castsi512_ps(_mm512_set1_epi32((127 - e) << 23));
+        for (size_t i = 0; i < len; i += 16) {
+            __mmask16 m = m16(len - i < 16 ? (int)(len - i) : 16);
+            __m512 q = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xb + i), inv_s);
+            q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(-6.0f)), _mm512_set1_ps(6.0f));
+            _mm512_mask_storeu_ps(xb + i, m, _mm512_mul_ps(e2m1_round(q), s));
+        }
+    }
+}
+
+/* Per block of 32: the FP4 quantization above, kept as twice the e2m1 value
+ * (an integer in [-12, 12], exact in f32; -0 gives 0) and the scale 2^e. */
+void index_query_pack_avx512(int8_t *codes_x2, float *scales, const float *x, size_t n)
+{
+    for (size_t b0 = 0; b0 < n; b0 += 32) {
+        __m512 v0 = _mm512_loadu_ps(x + b0), v1 = _mm512_loadu_ps(x + b0 + 16);
+        /* NaNs ignored, as by the reference: vmaxps returns its second operand */
+        __m512 amax = _mm512_max_ps(_mm512_abs_ps(v1), _mm512_max_ps(_mm512_abs_ps(v0), _mm512_setzero_ps()));
+        int e = fmt_fp4_quant_exp(_mm512_reduce_max_ps(amax));
+        __m512 inv_s = _mm512_castsi512_ps(_mm512_set1_epi32((127 - e) << 23));
+        scales[b0 / 32] = fmt_e8m0_to_f32((uint8_t)(e + 127));
+        for (int h = 0; h < 2; h++) {
+            __m512 q = _mm512_mul_ps(h ? v1 : v0, inv_s);
+            q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(-6.0f)), _mm512_set1_ps(6.0f));
+            __m512i twice = _mm512_cvtps_epi32(_mm512_add_ps(e2m1_round(q), e2m1_round(q)));
+            _mm_storeu_si128((__m128i *)(codes_x2 + b0 + 16 * h), _mm512_cvtepi32_epi8(twice));
         }
     }
 }

@@ -188,10 +188,14 @@ void fmt_act_quant_sim(float *x, size_t n, size_t block)
 }
 
 /* The exponent of an FP4 block's scale (official fp4_act_quant). */
+int fmt_fp4_quant_exp(float amax)
+{
+    return ceil_log2_bits(fmaxf(amax, 6.0f * 0x1p-126f) * (1.0f / 6.0f));
+}
+
 static int fp4_block_exp(const float *xb, size_t len)
 {
-    float amax = fmaxf(block_amax(xb, len), 6.0f * 0x1p-126f);
-    return ceil_log2_bits(amax * (1.0f / 6.0f));
+    return fmt_fp4_quant_exp(block_amax(xb, len));
 }
 
 void fmt_fp4_quant_sim(float *x, size_t n, size_t block)

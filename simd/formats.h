@@ -26,6 +26,8 @@ int fmt_act_quant_exp(float amax);
 /* FP4 simulation (official fp4_act_quant): s = 2^ceil(log2(max(amax, 6*2^-126)/6)),
  * x <- e2m1(x/s)*s, per block. In place. */
 void fmt_fp4_quant_sim(float *x, size_t n, size_t block);
+/* That scale's exponent for a block whose largest |x| is amax (NaNs ignored). */
+int fmt_fp4_quant_exp(float amax);
 
 /* The same quantization as codes: codes[i] the e2m1 code (low 4 bits) of
  * x[i], scales[i / block] the e8m0 exponent of the block's scale (in

@@ -112,6 +112,10 @@ typedef struct {
      * ops_swiglu is the reference; vector versions use their own exp, within
      * a few ulp of it. */
     void (*swiglu)(float *g, const float *u, size_t n, float limit, float scale);
+    /* FP4 simulation in place: fmt_fp4_quant_sim (formats.h), bit for bit. */
+    void (*fp4_quant_sim)(float *x, size_t n, size_t block);
+    /* The indexer's query operands: fmt_index_query_pack (formats.h), bit for bit. */
+    void (*index_query_pack)(int8_t *codes_x2, float *scales, const float *x, size_t n);
     /* FP8 simulation of activations in place: fmt_act_quant_sim (formats.h),
      * bit for bit. */
     void (*act_quant_sim)(float *x, size_t n, size_t block);

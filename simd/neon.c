@@ -392,6 +392,8 @@ static dsv4_kernels neon_table = {
     .attend = attend_neon,
     .index_scores_fp4 = index_scores_fp4_neon,
     .swiglu = ops_swiglu,
+    .fp4_quant_sim = fmt_fp4_quant_sim,
+    .index_query_pack = fmt_index_query_pack,
     .act_quant_sim = fmt_act_quant_sim,
 };
 

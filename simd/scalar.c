@@ -220,6 +220,8 @@ static const dsv4_kernels scalar_table = {
     .attend = attend_scalar,
     .index_scores_fp4 = index_scores_fp4_scalar,
     .swiglu = ops_swiglu,
+    .fp4_quant_sim = fmt_fp4_quant_sim,
+    .index_query_pack = fmt_index_query_pack,
     .act_quant_sim = fmt_act_quant_sim,
 };
 

@@ -538,12 +538,12 @@ static void attend_row(const dsv4_engine *e, const dsv4_layer_weights *L, const 
         double t0 = prof_begin(prof);
         int id = c->index_head_dim, ih = c->index_n_heads;
         float *iq = sc->iq + (size_t)i * ih * id;
-        indexer_prepare_query(iq, ih, id, rd, cos_t, sin_t, release);
+        indexer_prepare_query(e->k, iq, ih, id, rd, cos_t, sin_t, release);
         if (st->index_fp4) {
             /* the FP4-simulated q as the codes and scales it is made of */
             int8_t *qc = sc->iqc + (size_t)i * ih * id;
             float *qs = sc->iqs + (size_t)i * ih * id / 32;
-            fmt_index_query_pack(qc, qs, iq, (size_t)ih * id);
+            e->k->index_query_pack(qc, qs, iq, (size_t)ih * id);
             indexer_scores_fp4(e->k, scores, qc, qs, sc->iw + (size_t)i * ih, st->index_fp4, st->index_fp4_scales,
                                n_keys, ih, id);
         } else {

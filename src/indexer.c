@@ -5,7 +5,7 @@
 
 #include "../simd/formats.h"
 
-void indexer_prepare_query(float *q, int n_heads, int dim, int rope_dim,
+void indexer_prepare_query(const dsv4_kernels *k, float *q, int n_heads, int dim, int rope_dim,
                            const float *cos_t, const float *sin_t, int release)
 {
     for (int h = 0; h < n_heads; h++) {
@@ -17,7 +17,7 @@ void indexer_prepare_query(float *q, int n_heads, int dim, int rope_dim,
         fmt_round_bf16_array(rope, (size_t)rope_dim);
         fmt_hadamard(qh, (size_t)dim);
         fmt_round_bf16_array(qh, (size_t)dim);
-        fmt_fp4_quant_sim(qh, (size_t)dim, 32);
+        k->fp4_quant_sim(qh, (size_t)dim, 32);
     }
 }
 

@@ -9,8 +9,9 @@
 
 /* Query heads q [n_heads][dim] (indexer.wq_b·qr) at one position: RoPE on the
  * last rope_dim dims of each head; in release numerics bf16 rounding after
- * RoPE, Hadamard rotation, bf16, FP4 simulation (block 32). In place. */
-void indexer_prepare_query(float *q, int n_heads, int dim, int rope_dim,
+ * RoPE, Hadamard rotation, bf16, FP4 simulation (block 32, k's
+ * fp4_quant_sim). In place. */
+void indexer_prepare_query(const dsv4_kernels *k, float *q, int n_heads, int dim, int rope_dim,
                            const float *cos_t, const float *sin_t, int release);
 
 /* Head weights w [n_heads] (weights_proj·x) times 1/sqrt(dim·n_heads), which

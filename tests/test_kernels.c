@@ -979,6 +979,95 @@ static void test_act_quant_sim(void **state)
     free(got);
 }
 
+/* fp4_quant_sim of every table against fmt_fp4_quant_sim, bit for bit: a
+ * block whose scale is 1 (amax 6) holding e2m1's ties (0.25 ... 5, each way
+ * to even), values just off them, the step edges 2 and 4, signed zeros and
+ * small negatives (to -0), NaN (to -6 times the scale), inf; then random
+ * values over 80 binades, in blocks of 32 and 64 with short last blocks. */
+static void test_fp4_quant_sim(void **state)
+{
+    (void)state;
+    static const float cases[] = {6.0f, 0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f, -0.25f, -1.75f, -5.0f,
+                                  0x1.000002p-2f, 0x1.fffffep-3f, 1.7499999f, 2.0f, 4.0f, -2.0f, -4.0f, 3.9999998f,
+                                  0.0f, -0.0f, -0.1f, 0.1f, 5.9999995f, -6.0f, 1e-30f, -1e-39f, 0.5f, 1.0f, 1.5f,
+                                  3.0f, 4.5f};
+    const dsv4_kernels *kts[1 + MAX_SIMD];
+    int nk = all_tables(kts);
+    uint64_t seed = 77;
+    size_t n = 1000;
+    float *x = malloc(n * sizeof *x), *want = malloc(n * sizeof *want), *got = malloc(n * sizeof *got);
+    for (size_t i = 0; i < n; i++)
+        x[i] = ldexpf(test_rand_f(&seed), (int)(test_rand_u64(&seed) % 80) - 40);
+    memcpy(x, cases, sizeof cases);
+    x[100] = NAN;
+    x[150] = INFINITY;
+    x[151] = -INFINITY;
+    for (size_t i = 192; i < 256; i++) /* two whole blocks of signed zeros and a denormal */
+        x[i] = i % 2 ? -0.0f : 0.0f;
+    x[200] = 1e-40f;
+    static const size_t lens[] = {1000, 999, 135, 17, 5};
+    for (int ki = 0; ki < nk; ki++)
+        for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++)
+            for (size_t block = 32; block <= 64; block += 32) {
+                memcpy(want, x, n * sizeof *x);
+                memcpy(got, x, n * sizeof *x);
+                fmt_fp4_quant_sim(want, lens[l], block);
+                kts[ki]->fp4_quant_sim(got, lens[l], block);
+                for (size_t i = 0; i < n; i++)
+                    if (memcmp(&want[i], &got[i], sizeof *got) != 0) {
+                        print_error("%s: n %zu block %zu, x[%zu] = %a: %a vs %a\n", kts[ki]->isa, lens[l], block, i,
+                                    x[i], got[i], want[i]);
+                        fail();
+                    }
+            }
+    /* by hand, scale 1: the ties go to even, the rest to nearest */
+    float h[8] = {6.0f, 0.25f, 0.75f, 1.75f, 2.5f, 5.0f, -0.1f, 2.9f};
+    fmt_fp4_quant_sim(h, 8, 8);
+    static const float hw[8] = {6.0f, 0.0f, 1.0f, 2.0f, 2.0f, 4.0f, -0.0f, 3.0f};
+    assert_memory_equal(h, hw, sizeof h);
+    free(x);
+    free(want);
+    free(got);
+}
+
+/* index_query_pack of every table against fmt_index_query_pack, bit for
+ * bit: the FP4 cases above (ties, edges, signed zeros, NaN and inf in
+ * either half of a block), random values over 80 binades, a zero block. */
+static void test_index_query_pack(void **state)
+{
+    (void)state;
+    static const float cases[] = {6.0f, 0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f, -0.25f, -1.75f, -5.0f,
+                                  2.0f, 4.0f, -2.0f, -4.0f, 0.0f, -0.0f, -0.1f, 0.1f, -6.0f, 1e-30f, 3.0f};
+    const dsv4_kernels *kts[1 + MAX_SIMD];
+    int nk = all_tables(kts);
+    uint64_t seed = 5;
+    enum { N = 1024 };
+    static float x[N], ws[N / 32], gs[N / 32];
+    static int8_t wc[N], gc[N];
+    for (size_t i = 0; i < N; i++)
+        x[i] = ldexpf(test_rand_f(&seed), (int)(test_rand_u64(&seed) % 80) - 40);
+    memcpy(x, cases, sizeof cases);
+    x[40] = NAN;      /* first half of block 1 */
+    x[90] = NAN;      /* second half of block 2 */
+    x[100] = INFINITY;
+    x[140] = -INFINITY;
+    for (size_t i = 160; i < 192; i++)
+        x[i] = 0.0f;
+    for (int ki = 0; ki < nk; ki++)
+        for (size_t n = 32; n <= N; n += N - 32) {
+            memset(wc, 0x55, sizeof wc), memset(gc, 0x55, sizeof gc);
+            fmt_index_query_pack(wc, ws, x, n);
+            kts[ki]->index_query_pack(gc, gs, x, n);
+            assert_memory_equal(gc, wc, sizeof wc);
+            assert_memory_equal(gs, ws, n / 32 * sizeof *gs);
+        }
+    int8_t hc[32];
+    float hs, h32[32] = {0};
+    memcpy(h32, cases, sizeof cases);
+    fmt_index_query_pack(hc, &hs, h32, 32); /* scale 1: codes are twice the rounded values */
+    assert_true(hs == 1.0f && hc[0] == 12 && hc[1] == 0 && hc[2] == 2 && hc[4] == 4 && hc[7] == 8 && hc[10] == -8);
+}
+
 /* swiglu of every table against ops_swiglu: within 4 ulp (the vector
  * versions' own exp), NaN and inf where the reference has them; clamped and
  * not, scaled, every tail length. By hand: silu(1) = 1 / (1 + e^-1), a gate
@@ -1148,6 +1237,8 @@ int main(void)
         cmocka_unit_test(test_attend_edges),
         cmocka_unit_test(test_topk),
         cmocka_unit_test(test_act_quant_sim),
+        cmocka_unit_test(test_fp4_quant_sim),
+        cmocka_unit_test(test_index_query_pack),
         cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),

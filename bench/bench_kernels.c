@@ -307,13 +307,13 @@ static void bench_indexer(int n_keys, double bw, double vnni_peak)
     double tk = 1e30;
     for (int p = 0; p < 3; p++) {
         double t0 = now();
-        ops_topk(top, scores, n_keys, k, scratch);
+        K->topk(top, scores, n_keys, k, scratch);
         double t = now() - t0;
         if (t < tk)
             tk = t;
     }
     snprintf(shape, sizeof shape, "%dK scores, k=%d", n_keys / 1024, k);
-    report("topk (1 thread)", shape, "scalar", tk, (double)n_keys * 4 / tk / 1e9,
+    report("topk (1 thread)", shape, K->isa, tk, (double)n_keys * 4 / tk / 1e9,
            bw / omp_get_max_threads(), "GB/s");
     for (int i = 0; i < sets; i++) {
         free(keys[i]);

@@ -112,6 +112,8 @@ typedef struct {
      * ops_swiglu is the reference; vector versions use their own exp, within
      * a few ulp of it. */
     void (*swiglu)(float *g, const float *u, size_t n, float limit, float scale);
+    /* The k largest scores: ops_topk (below), the same indices. */
+    void (*topk)(int *out, const float *scores, int n, int k, int *scratch);
     /* FP4 simulation in place: fmt_fp4_quant_sim (formats.h), bit for bit. */
     void (*fp4_quant_sim)(float *x, size_t n, size_t block);
     /* The indexer's query operands: fmt_index_query_pack (formats.h), bit for bit. */
@@ -156,5 +158,8 @@ void ops_swiglu(float *g, const float *u, size_t n, float limit, float scale);
 /* Indices of the k largest scores (k <= n), ties to the lower index, written in
  * ascending index order. scratch holds n ints. */
 void ops_topk(int *out, const float *scores, int n, int k, int *scratch);
+/* The same among the m indices idx (ascending): heap holds k ints and may be
+ * out. */
+void ops_topk_among(int *out, const float *scores, const int *idx, int m, int k, int *heap);
 
 #endif

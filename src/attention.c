@@ -549,7 +549,7 @@ static void attend_row(const dsv4_engine *e, const dsv4_layer_weights *L, const 
         } else {
             indexer_scores(e->k, scores, iq, sc->iw + (size_t)i * ih, st->index_keys, n_keys, ih, id, 0);
         }
-        n_selected = indexer_select(selected, scores, n_keys, c->index_topk, topk_scratch);
+        n_selected = indexer_select(e->k, selected, scores, n_keys, c->index_topk, topk_scratch);
         prof_end(prof, DSV4_PROF_INDEXER, t0);
     }
 

@@ -93,11 +93,11 @@ void indexer_scores_fp4(const dsv4_kernels *k, float *scores, const int8_t *q_co
     }
 }
 
-int indexer_select(int *sel, const float *scores, int n_keys, int topk, int *scratch)
+int indexer_select(const dsv4_kernels *kt, int *sel, const float *scores, int n_keys, int topk, int *scratch)
 {
     int k = topk < n_keys ? topk : n_keys;
     if (k <= 0)
         return 0;
-    ops_topk(sel, scores, n_keys, k, scratch);
+    kt->topk(sel, scores, n_keys, k, scratch);
     return k;
 }

@@ -42,6 +42,6 @@ void indexer_scores_fp4(const dsv4_kernels *k, float *scores, const int8_t *q_co
 
 /* The min(topk, n_keys) best entries, ties to the lower index, ascending
  * index order; returns how many. scratch holds n_keys ints. */
-int indexer_select(int *sel, const float *scores, int n_keys, int topk, int *scratch);
+int indexer_select(const dsv4_kernels *k, int *sel, const float *scores, int n_keys, int topk, int *scratch);
 
 #endif

@@ -683,13 +683,13 @@ static void test_indexer_scores_and_topk(void **state)
     scores[10] = scores[20] = scores[30] = 5.0f;
     scores[7] = scores[5] = 4.0f;
     int sel[K], scratch[N];
-    assert_int_equal(indexer_select(sel, scores, N, 4, scratch), 4);
+    assert_int_equal(indexer_select(kernels_scalar(), sel, scores, N, 4, scratch), 4);
     assert_int_equal(sel[0], 5);
     assert_int_equal(sel[1], 10);
     assert_int_equal(sel[2], 20);
     assert_int_equal(sel[3], 30);
-    assert_int_equal(indexer_select(sel, scores, 3, K, scratch), 3); /* fewer visible than k */
-    assert_int_equal(indexer_select(sel, scores, 0, K, scratch), 0);
+    assert_int_equal(indexer_select(kernels_scalar(), sel, scores, 3, K, scratch), 3); /* fewer visible than k */
+    assert_int_equal(indexer_select(kernels_scalar(), sel, scores, 0, K, scratch), 0);
 
     /* Release: every score is a bf16 value, close to the fp32 one. */
     float *plain = keep(malloc(N * sizeof *plain));

@@ -877,7 +877,7 @@ static int by_index(const void *a, const void *b)
     return *(const int *)a - *(const int *)b;
 }
 
-static void check_topk(const float *scores, int n, int k)
+static void check_topk_with(const dsv4_kernels *kt, const float *scores, int n, int k)
 {
     int *out = malloc((size_t)(k ? k : 1) * sizeof *out), *scratch = malloc((size_t)n * sizeof *scratch);
     int *ref = malloc((size_t)n * sizeof *ref);
@@ -886,11 +886,23 @@ static void check_topk(const float *scores, int n, int k)
     g_scores = scores;
     qsort(ref, (size_t)n, sizeof *ref, by_rank);
     qsort(ref, (size_t)k, sizeof *ref, by_index);
-    ops_topk(out, scores, n, k, scratch);
-    assert_memory_equal(out, ref, (size_t)k * sizeof *out);
+    kt->topk(out, scores, n, k, scratch);
+    if (memcmp(out, ref, (size_t)k * sizeof *out) != 0) {
+        print_error("%s: topk n %d k %d differs from the brute force\n", kt->isa, n, k);
+        fail();
+    }
     free(out);
     free(scratch);
     free(ref);
+}
+
+/* Through every table. */
+static void check_topk(const float *scores, int n, int k)
+{
+    const dsv4_kernels *kts[1 + MAX_SIMD];
+    int nk = all_tables(kts);
+    for (int i = 0; i < nk; i++)
+        check_topk_with(kts[i], scores, n, k);
 }
 
 static void test_topk(void **state)
@@ -931,6 +943,39 @@ static void test_topk(void **state)
         s3[i] = test_rand_f(&seed);
     check_topk(s3, 5000, 512);
     check_topk(s3, 1, 1);
+
+    /* Signed zeros tie (the lower index wins whatever the sign), NaN ranks
+     * below -inf, with k small enough for the vector tables' own path. */
+    float z[64];
+    for (int i = 0; i < 64; i++)
+        z[i] = i < 8 ? (i % 2 ? 0.0f : -0.0f) : i % 3 ? NAN : i % 5 ? -INFINITY : -1.0f;
+    for (int k = 1; k <= 32; k++)
+        check_topk(z, 64, k);
+
+    /* Enough scores for the vector tables' threshold path (16K and more),
+     * every way it can go: random (the sample's threshold holds), bf16-like
+     * values with many ties at the threshold, rising (the threshold from a
+     * sample of a trend), NaNs and signed zeros among them, all equal (every
+     * score a candidate), and a sample that sees only high values while the
+     * rest are low (fewer than k candidates: the whole heap). */
+    enum { BIG = 70001 };
+    float *b = malloc(BIG * sizeof *b);
+    const int kb[] = {1, 64, 512, 1024, 8750};
+    for (int pass = 0; pass < 6; pass++) {
+        for (int i = 0; i < BIG; i++) {
+            float r = test_rand_f(&seed);
+            b[i] = pass == 0   ? r
+                   : pass == 1 ? (float)(int)(r * 64.0f) / 64.0f
+                   : pass == 2 ? (float)i * 1e-3f + r * 1e-2f
+                   : pass == 3 ? (i % 97 == 0 ? NAN : i % 89 == 0 ? -0.0f : i % 83 == 0 ? 0.0f : r)
+                   : pass == 4 ? 0.5f
+                               : (i % (BIG / 4096) == 0 ? 10.0f + r : r);
+        }
+        for (size_t i = 0; i < sizeof kb / sizeof kb[0]; i++)
+            check_topk(b, BIG, kb[i]);
+        check_topk(b, 16384, 512);
+    }
+    free(b);
 }
 
 /* act_quant_sim of every table against fmt_act_quant_sim, bit for bit: a

@@ -760,6 +760,7 @@ void act_quant_sim_avx512(float *x, size_t n, size_t block); /* avx512_quant.c *
 void fp4_quant_sim_avx512(float *x, size_t n, size_t block);  /* avx512_quant.c */
 void index_query_pack_avx512(int8_t *codes_x2, float *scales, const float *x, size_t n);
 void topk_avx512(int *out, const float *scores, int n, int k, int *scratch); /* avx512_topk.c */
+void sumsq_bf16_avx512(float *sums, const float *x, size_t ldx, int rows, int len); /* avx512_sumsq.c */
 
 static const dsv4_kernels avx512_table = {
     .isa = "avx512",
@@ -776,6 +777,7 @@ static const dsv4_kernels avx512_table = {
     .swiglu = swiglu_vec,
     .fp4_quant_sim = fp4_quant_sim_avx512,
     .index_query_pack = index_query_pack_avx512,
+    .sumsq_bf16 = sumsq_bf16_avx512,
     .topk = topk_avx512,
     .act_quant_sim = act_quant_sim_avx512,
 };

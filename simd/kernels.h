@@ -112,6 +112,10 @@ typedef struct {
      * ops_swiglu is the reference; vector versions use their own exp, within
      * a few ulp of it. */
     void (*swiglu)(float *g, const float *u, size_t n, float limit, float scale);
+    /* sums[r] = the fp32 sum, from +0 in column order, of bf16(x[r][i]^2)
+     * over i < len, for rows r < rows of x (row stride ldx): a bf16 RMSNorm's
+     * sum of squares. Exactly ops_sumsq_bf16's bits. */
+    void (*sumsq_bf16)(float *sums, const float *x, size_t ldx, int rows, int len);
     /* The k largest scores: ops_topk (below), the same indices. */
     void (*topk)(int *out, const float *scores, int n, int k, int *scratch);
     /* FP4 simulation in place: fmt_fp4_quant_sim (formats.h), bit for bit. */
@@ -152,6 +156,8 @@ void ops_rmsnorm(float *y, const float *x, const float *w, int n, float eps);
 /* Interleaved rotary embedding on x[0..2*n_pairs): (x[2i], x[2i+1]) rotated by angle
  * with the given cos/sin; inverse rotates by -angle. */
 void ops_rope(float *x, const float *cos_t, const float *sin_t, int n_pairs, int inverse);
+/* The reference of the table's sumsq_bf16. */
+void ops_sumsq_bf16(float *sums, const float *x, size_t ldx, int rows, int len);
 /* The reference of the table's swiglu (and the entry of tables without a
  * vector one). */
 void ops_swiglu(float *g, const float *u, size_t n, float limit, float scale);

@@ -394,6 +394,7 @@ static dsv4_kernels neon_table = {
     .swiglu = ops_swiglu,
     .fp4_quant_sim = fmt_fp4_quant_sim,
     .index_query_pack = fmt_index_query_pack,
+    .sumsq_bf16 = ops_sumsq_bf16,
     .topk = ops_topk,
     .act_quant_sim = fmt_act_quant_sim,
 };

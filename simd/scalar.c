@@ -223,6 +223,7 @@ static const dsv4_kernels scalar_table = {
     .swiglu = ops_swiglu,
     .fp4_quant_sim = fmt_fp4_quant_sim,
     .index_query_pack = fmt_index_query_pack,
+    .sumsq_bf16 = ops_sumsq_bf16,
     .topk = ops_topk,
     .act_quant_sim = fmt_act_quant_sim,
 };
@@ -245,6 +246,17 @@ void ops_rmsnorm(float *y, const float *x, const float *w, int n, float eps)
     for (int i = 0; i < n; i++) {
         float v = x[i] * r;
         y[i] = w ? w[i] * v : v;
+    }
+}
+
+void ops_sumsq_bf16(float *sums, const float *x, size_t ldx, int rows, int len)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * ldx;
+        float s = 0.0f;
+        for (int i = 0; i < len; i++)
+            s += fmt_round_bf16(xr[i] * xr[i]);
+        sums[r] = s;
     }
 }
 

@@ -335,29 +335,15 @@ static void rmsnorm_rows(float *x, const float *w, int n, int cols, float eps, i
     }
 }
 
-/* The reference's per-head q norm on a bf16 tensor, for `heads` (at most
- * NORM_HEADS) heads of dim values at q: each elementwise op and the mean
- * (fp32 accumulation, in column order) return bf16. The roundings go
- * through fmt_round_bf16_array a block at a time (vectorised there); each
- * head's sum stays sequential, but the heads' sums interleave, so they no
- * longer wait on one another's additions (one head at a time, the chain of
- * 512 dependent adds cost as much as everything else in the norm). */
+/* The reference's per-head q norm on a bf16 tensor, for `heads` heads of
+ * dim values at q: each elementwise op and the mean (fp32 accumulation, in
+ * column order: the kernels' sumsq_bf16, which runs the heads' sums side by
+ * side) return bf16. */
 #define NORM_HEADS 16
-static void head_norm_bf16(float *q, int heads, int dim, float eps)
+static void head_norm_bf16(const dsv4_kernels *k, float *q, int heads, int dim, float eps)
 {
-    float sq[NORM_HEADS][64], sum[NORM_HEADS] = {0};
-    for (int i0 = 0; i0 < dim; i0 += 64) {
-        int len = dim - i0 < 64 ? dim - i0 : 64;
-        for (int h = 0; h < heads; h++) {
-            const float *qh = q + (size_t)h * dim + i0;
-            for (int i = 0; i < len; i++)
-                sq[h][i] = qh[i] * qh[i];
-            fmt_round_bf16_array(sq[h], (size_t)len);
-        }
-        for (int i = 0; i < len; i++)
-            for (int h = 0; h < heads; h++)
-                sum[h] += sq[h][i];
-    }
+    float sum[NORM_HEADS];
+    k->sumsq_bf16(sum, q, (size_t)dim, heads, dim);
     for (int h = 0; h < heads; h++) {
         float mean = fmt_round_bf16(sum[h] / (float)dim);
         float var = fmt_round_bf16(mean + eps);
@@ -438,7 +424,7 @@ static void project_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, att
         float *qh = st->q + ((size_t)(it / per_token) * c->n_heads + h0) * c->head_dim;
         if (release) {
             fmt_round_bf16_array(qh, (size_t)nh * c->head_dim);
-            head_norm_bf16(qh, nh, c->head_dim, c->norm_eps);
+            head_norm_bf16(k, qh, nh, c->head_dim, c->norm_eps);
         } else {
             for (int h = 0; h < nh; h++)
                 ops_rmsnorm(qh + (size_t)h * c->head_dim, qh + (size_t)h * c->head_dim, NULL, c->head_dim,

@@ -1113,6 +1113,55 @@ static void test_index_query_pack(void **state)
     assert_true(hs == 1.0f && hc[0] == 12 && hc[1] == 0 && hc[2] == 2 && hc[4] == 4 && hc[7] == 8 && hc[10] == -8);
 }
 
+/* sumsq_bf16 of every table against ops_sumsq_bf16, bit for bit: row and
+ * column counts around 16, a row stride wider than the rows, values over
+ * 60 binades with NaN, inf, squares that overflow or flush, signed zeros.
+ * By hand: 3 and 4 give 25; 1 + 2^-8 squares to 1 + 2^-7 + 2^-16, which
+ * bf16 rounds to 1 + 2^-7. */
+static void test_sumsq_bf16(void **state)
+{
+    (void)state;
+    float h[2] = {3.0f, 4.0f}, hs;
+    ops_sumsq_bf16(&hs, h, 2, 1, 2);
+    assert_true(hs == 25.0f);
+    float g = 1.0f + 0x1p-8f;
+    ops_sumsq_bf16(&hs, &g, 1, 1, 1);
+    assert_true(hs == 1.0f + 0x1p-7f);
+
+    const dsv4_kernels *kts[1 + MAX_SIMD];
+    int nk = all_tables(kts);
+    uint64_t seed = 13;
+    enum { R = 64, L = 512, LD = L + 3 };
+    float *x = malloc((size_t)R * LD * sizeof *x);
+    for (size_t i = 0; i < (size_t)R * LD; i++)
+        x[i] = ldexpf(test_rand_f(&seed), (int)(test_rand_u64(&seed) % 60) - 30);
+    x[5] = NAN, x[LD + 7] = INFINITY, x[2 * LD] = 3e19f, x[3 * LD + 1] = 1e-30f, x[4 * LD + 2] = -0.0f;
+    x[17 * LD + 16] = -NAN;
+    uint32_t payload = 0x7fbfffffu; /* a NaN whose square keeps low bits that would carry when rounded */
+    memcpy(&x[9 * LD + 3], &payload, sizeof payload);
+    static const int rows[] = {1, 5, 16, 17, 64}, lens[] = {1, 15, 16, 17, 512};
+    float want[R], got[R];
+    for (int ki = 1; ki < nk; ki++)
+        for (int a = 0; a < 5; a++)
+            for (int b = 0; b < 5; b++) {
+                ops_sumsq_bf16(want, x, LD, rows[a], lens[b]);
+                memset(got, 0x55, sizeof got);
+                kts[ki]->sumsq_bf16(got, x, LD, rows[a], lens[b]);
+                for (int r = 0; r < rows[a]; r++)
+                    if (memcmp(&got[r], &want[r], sizeof *got) != 0) {
+                        print_error("%s: rows %d len %d, row %d: %a vs %a\n", kts[ki]->isa, rows[a], lens[b], r,
+                                    got[r], want[r]);
+                        fail();
+                    }
+                for (int r = rows[a]; r < R; r++) { /* nothing past the rows */
+                    uint32_t u;
+                    memcpy(&u, &got[r], sizeof u);
+                    assert_true(u == 0x55555555u);
+                }
+            }
+    free(x);
+}
+
 /* swiglu of every table against ops_swiglu: within 4 ulp (the vector
  * versions' own exp), NaN and inf where the reference has them; clamped and
  * not, scaled, every tail length. By hand: silu(1) = 1 / (1 + e^-1), a gate
@@ -1284,6 +1333,7 @@ int main(void)
         cmocka_unit_test(test_act_quant_sim),
         cmocka_unit_test(test_fp4_quant_sim),
         cmocka_unit_test(test_index_query_pack),
+        cmocka_unit_test(test_sumsq_bf16),
         cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),

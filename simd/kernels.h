@@ -149,20 +149,21 @@ const dsv4_kernels *kernels_scalar(void);
 /* The best table this CPU supports, or the one named (NULL if unknown or unsupported). */
 const dsv4_kernels *kernels_select(const char *isa);
 
-/* Small ops: scalar only for now (a few per token, not on the bandwidth path). */
+/* Small ops in plain C. ops_rmsnorm and ops_rope run as they are (a few per
+ * token); the others are the references of table entries that have vector
+ * versions (and the entries of the tables that do not), public so that
+ * those versions can fall back on them. */
 
 /* y = w ⊙ x / sqrt(mean(x²) + eps); w may be NULL (no weight). y may alias x. */
 void ops_rmsnorm(float *y, const float *x, const float *w, int n, float eps);
 /* Interleaved rotary embedding on x[0..2*n_pairs): (x[2i], x[2i+1]) rotated by angle
  * with the given cos/sin; inverse rotates by -angle. */
 void ops_rope(float *x, const float *cos_t, const float *sin_t, int n_pairs, int inverse);
-/* The reference of the table's sumsq_bf16. */
+/* sumsq_bf16's and swiglu's (the table entries above). */
 void ops_sumsq_bf16(float *sums, const float *x, size_t ldx, int rows, int len);
-/* The reference of the table's swiglu (and the entry of tables without a
- * vector one). */
 void ops_swiglu(float *g, const float *u, size_t n, float limit, float scale);
-/* Indices of the k largest scores (k <= n), ties to the lower index, written in
- * ascending index order. scratch holds n ints. */
+/* topk's: indices of the k largest scores (k <= n), ties to the lower index,
+ * written in ascending index order. scratch holds n ints. */
 void ops_topk(int *out, const float *scores, int n, int k, int *scratch);
 /* The same among the m indices idx (ascending): heap holds k ints and may be
  * out. */

@@ -233,7 +233,7 @@ const dsv4_kernels *kernels_scalar(void)
     return &scalar_table;
 }
 
-/* ---- small ops (scalar only: a few per token) ---- */
+/* ---- small ops (kernels.h: some are table entries' references) ---- */
 
 /* Sum of squares in double, ascending, so the norm does not depend on the
  * magnitude spread of x; mean and eps are added in f32 as the reference does. */

@@ -1,28 +1,11 @@
-/* Top-k selection with AVX-512 (kernels.h: topk): the same indices as
- * ops_topk, found without sifting most of the scores through its heap.
- *
- * The heap's cost is its insertions (a few thousand sift-downs for 256K
- * scores and k = 1024, each a chain of mispredicted branches), not the scan.
- * So first a threshold t from a strided sample: its r-th best value, r set
- * for ~1.25 k of the n scores to reach t. One vector pass keeps the indices
- * of the scores >= t (compressed in registers, in ascending order); when at
- * least k qualify, the top k are all among them (the k-th best is then >= t,
- * and so is every score tied with it), and the heap over them alone gives
- * ops_topk's answer. When fewer do (an unlucky sample) or t is NaN, the heap
- * runs over everything. Either way the result is exact. */
+/* Top-k with AVX-512 (kernels.h: topk; the method: topk_impl.h): the pass
+ * over all scores compares 16 at a time and compresses the passing indices
+ * in registers. */
 #include <immintrin.h>
-#include <math.h>
-#include <stdint.h>
-#include <string.h>
 
-#include "kernels.h"
 #include "masks.h"
 
 void topk_avx512(int *out, const float *scores, int n, int k, int *scratch);
-
-#define SAMPLE 4096
-#define MIN_N (2 * SAMPLE) /* below, and for k above n / 8, no sample: every score a candidate */
-#define HEAP_KEYS 4096     /* most k for the rank keys' heap (32 KiB of stack) */
 
 /* Indices of the scores >= t (NaN never), ascending, into cand; their count. */
 static int at_least(const float *scores, int n, float t, int *cand)
@@ -49,106 +32,9 @@ static int at_least(const float *scores, int n, float t, int *cand)
     return m;
 }
 
-/* A score and its index as one number that orders as ops_topk ranks: the
- * float's bits made monotonic (-0 as +0, NaN below -inf) above the index's
- * complement (the lower index wins a tie). Candidates are never NaN; in the
- * sample a NaN ranked r-th makes the threshold NaN, and the heap runs over
- * everything. */
-static inline uint64_t rank_key(const float *scores, int i)
-{
-    uint32_t u;
-    memcpy(&u, &scores[i], sizeof u);
-    if (u == 0x80000000u)
-        u = 0;
-    uint32_t key = (u & 0x7fffffffu) > 0x7f800000u ? 0 : u & 0x80000000u ? ~u : u | 0x80000000u;
-    return (uint64_t)key << 32 | (uint32_t)~(uint32_t)i;
-}
-
-static void sift_down(uint64_t *heap, int k, int pos)
-{
-    uint64_t v = heap[pos];
-    for (;;) {
-        int l = 2 * pos + 1, r = l + 1, worst = l;
-        if (l >= k)
-            break;
-        if (r < k && heap[r] < heap[l])
-            worst = r;
-        if (heap[worst] >= v)
-            break;
-        heap[pos] = heap[worst];
-        pos = worst;
-    }
-    heap[pos] = v;
-}
-
-/* The r-th best of a strided sample of SAMPLE scores (r <= HEAP_KEYS):
- * a float, or NaN when NaN ranks that high. */
-static float sample_threshold(const float *scores, int n, int r)
-{
-    uint64_t heap[HEAP_KEYS];
-    int stride = n / SAMPLE;
-    for (int j = 0; j < r; j++)
-        heap[j] = rank_key(scores, j * stride);
-    for (int j = r / 2 - 1; j >= 0; j--)
-        sift_down(heap, r, j);
-    for (int j = r; j < SAMPLE; j++) {
-        uint64_t v = rank_key(scores, j * stride);
-        if (v > heap[0]) {
-            heap[0] = v;
-            sift_down(heap, r, 0);
-        }
-    }
-    return scores[~(uint32_t)heap[0]];
-}
-
-/* ops_topk_among over the candidates in scratch[0, m) with a min-heap of
- * rank keys (heap: k of them): integer comparisons, no scores reloaded
- * through indices. Then the chosen indices in ascending order through a
- * bitmap of the n scores' indices in scratch (the candidates are spent). */
-static void select_among(int *out, const float *scores, int n, int *scratch, int m, int k, uint64_t *heap)
-{
-    const int *cand = scratch;
-    for (int i = 0; i < k; i++)
-        heap[i] = rank_key(scores, cand[i]);
-    for (int i = k / 2 - 1; i >= 0; i--)
-        sift_down(heap, k, i);
-    for (int i = k; i < m; i++) {
-        uint64_t v = rank_key(scores, cand[i]);
-        if (v > heap[0]) {
-            heap[0] = v;
-            sift_down(heap, k, 0);
-        }
-    }
-    unsigned *bits = (unsigned *)scratch;
-    size_t words = ((size_t)n + 31) / 32;
-    memset(bits, 0, words * sizeof *bits);
-    for (int i = 0; i < k; i++) {
-        uint32_t j = ~(uint32_t)heap[i];
-        bits[j / 32] |= 1u << (j % 32);
-    }
-    int o = 0;
-    for (size_t w = 0; w < words; w++)
-        for (unsigned b = bits[w]; b; b &= b - 1)
-            out[o++] = (int)(w * 32 + (size_t)__builtin_ctz(b));
-}
+#include "topk_impl.h"
 
 void topk_avx512(int *out, const float *scores, int n, int k, int *scratch)
 {
-    if (k <= 0)
-        return;
-    if (k > n / 2 || k > HEAP_KEYS) {
-        ops_topk(out, scores, n, k, scratch);
-        return;
-    }
-    /* few scores: all of them candidates (but NaNs), through the keys' heap */
-    float t = -INFINITY;
-    if (n >= MIN_N && k <= n / 8)
-        t = sample_threshold(scores, n, (int)(((long)k * SAMPLE * 5 / 4 + n - 1) / n) + 8);
-    int m = t == t ? at_least(scores, n, t, scratch) : 0;
-    if (m >= k) {
-        uint64_t heap[HEAP_KEYS];
-        select_among(out, scores, n, scratch, m, k, heap);
-    } else {
-        ops_topk(out, scores, n, k, scratch);
-    }
+    topk_sampled(out, scores, n, k, scratch);
 }

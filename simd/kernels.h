@@ -165,8 +165,8 @@ void ops_swiglu(float *g, const float *u, size_t n, float limit, float scale);
 /* topk's: indices of the k largest scores (k <= n), ties to the lower index,
  * written in ascending index order. scratch holds n ints. */
 void ops_topk(int *out, const float *scores, int n, int k, int *scratch);
-/* The same among the m indices idx (ascending): heap holds k ints and may be
- * out. */
-void ops_topk_among(int *out, const float *scores, const int *idx, int m, int k, int *heap);
+/* The same indices, from a sampled threshold (topk_impl.h) in plain C: the
+ * topk of the tables without a vector version. */
+void ops_topk_sampled(int *out, const float *scores, int n, int k, int *scratch);
 
 #endif

@@ -395,7 +395,7 @@ static dsv4_kernels neon_table = {
     .fp4_quant_sim = fmt_fp4_quant_sim,
     .index_query_pack = fmt_index_query_pack,
     .sumsq_bf16 = ops_sumsq_bf16,
-    .topk = ops_topk,
+    .topk = ops_topk_sampled,
     .act_quant_sim = fmt_act_quant_sim,
 };
 

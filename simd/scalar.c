@@ -6,7 +6,6 @@
 
 #include <math.h>
 #include <stdlib.h>
-#include <string.h>
 
 /* Weights are decoded a chunk at a time into a stack buffer, then dotted
  * with every token: the weight stream is read once per call. */
@@ -321,43 +320,31 @@ static int int_ascending(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The heap selection over m indices in ascending order (idx, or 0..m-1 for
- * NULL), k <= m: a k-sized min-heap of the best seen so far. */
-static void topk_heap(int *out, const float *scores, const int *idx, int m, int k, int *heap)
-{
-    for (int i = 0; i < k; i++)
-        heap[i] = idx ? idx[i] : i;
-    for (int i = k / 2 - 1; i >= 0; i--)
-        topk_sift_down(heap, k, i, scores);
-    /* Every later index loses a tie to the heap's (lower) ones, so one enters
-     * exactly when it is a number above the worst kept, or the worst kept is
-     * NaN and it is not: one comparison with a cached value for most. */
-    float worst = scores[heap[0]];
-    for (int i = k; i < m; i++) {
-        int j = idx ? idx[i] : i;
-        float v = scores[j];
-        if (v > worst || (worst != worst && v == v)) {
-            heap[0] = j;
-            topk_sift_down(heap, k, 0, scores);
-            worst = scores[heap[0]];
-        }
-    }
-    if (out != heap)
-        memcpy(out, heap, (size_t)k * sizeof *out);
-    qsort(out, (size_t)k, sizeof *out, int_ascending);
-}
-
-/* O(n log k). */
+/* O(n log k): a k-sized min-heap (in scratch) of the best seen so far. */
 void ops_topk(int *out, const float *scores, int n, int k, int *scratch)
 {
     if (k <= 0)
         return;
-    topk_heap(out, scores, NULL, n, k > n ? n : k, scratch);
-}
-
-void ops_topk_among(int *out, const float *scores, const int *idx, int m, int k, int *heap)
-{
-    if (k <= 0)
-        return;
-    topk_heap(out, scores, idx, m, k > m ? m : k, heap);
+    if (k > n)
+        k = n;
+    int *heap = scratch;
+    for (int i = 0; i < k; i++)
+        heap[i] = i;
+    for (int i = k / 2 - 1; i >= 0; i--)
+        topk_sift_down(heap, k, i, scores);
+    /* Every later index loses a tie to the heap's (lower) ones, so i enters
+     * exactly when it is a number above the worst kept, or the worst kept is
+     * NaN and it is not: one comparison with a cached value for most i. */
+    float worst = scores[heap[0]];
+    for (int i = k; i < n; i++) {
+        float v = scores[i];
+        if (v > worst || (worst != worst && v == v)) {
+            heap[0] = i;
+            topk_sift_down(heap, k, 0, scores);
+            worst = scores[heap[0]];
+        }
+    }
+    for (int i = 0; i < k; i++)
+        out[i] = heap[i];
+    qsort(out, (size_t)k, sizeof *out, int_ascending);
 }

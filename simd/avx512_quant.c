@@ -38,26 +38,6 @@ static inline __m512 e4m3_round(__m512 q)
     return _mm512_castsi512_ps(_mm512_or_si512(r, _mm512_andnot_si512(abs_mask, u)));
 }
 
-void act_quant_sim_avx512(float *x, size_t n, size_t block)
-{
-    for (size_t b0 = 0; b0 < n; b0 += block) {
-        size_t len = n - b0 < block ? n - b0 : block;
-        float *xb = x + b0;
-        __m512 amax = _mm512_setzero_ps();
-        for (size_t i = 0; i < len; i += 16)
-            amax = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(m16(len - i < 16 ? (int)(len - i) : 16), xb + i)), amax);
-        int e = fmt_act_quant_exp(_mm512_reduce_max_ps(amax));
-        /* e is within [-126, 126]: both powers of two are normal */
-        __m512 s = _mm512_castsi512_ps(_mm512_set1_epi32((127 + e) << 23));
-        __m512 inv_s = _mm512_castsi512_ps(_mm512_set1_epi32((127 - e) << 23));
-        for (size_t i = 0; i < len; i += 16) {
-            __mmask16 m = m16(len - i < 16 ? (int)(len - i) : 16);
-            __m512 q = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xb + i), inv_s);
-            q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(-448.0f)), _mm512_set1_ps(448.0f));
-            _mm512_mask_storeu_ps(xb + i, m, _mm512_mul_ps(e4m3_round(q), s));
-        }
-    }
-}
 
 /* e2m1's grid {0, .5, 1, 1.5, 2, 3, 4, 6} (|q| <= 6), ties to even, as
  * formats.c's e2m1_round: steps of 0.5 below 2, 1 below 4, then 2, each a
@@ -78,27 +58,43 @@ static inline __m512 e2m1_round(__m512 q)
     return _mm512_or_ps(r, _mm512_andnot_ps(abs_mask, q));
 }
 
-/* As act_quant_sim_avx512, with fmt_fp4_quant_exp's scale and a clamp to
- * +-6 (a NaN clamped to -6, as the reference's fmaxf leaves it). */
-void fp4_quant_sim_avx512(float *x, size_t n, size_t block)
+
+/* Both simulations, block by block: the scale from the block's largest
+ * |x| (NaNs ignored), then each x / s clamped to the format's largest value
+ * (a NaN clamped to its negative, as the reference's fmaxf leaves it),
+ * rounded to the format's grid and multiplied back. fp4 is a constant at
+ * each call, so each entry is compiled for its own format. */
+static inline __attribute__((always_inline)) void quant_sim(float *x, size_t n, size_t block, int fp4)
 {
+    const float top = fp4 ? 6.0f : 448.0f;
     for (size_t b0 = 0; b0 < n; b0 += block) {
         size_t len = n - b0 < block ? n - b0 : block;
         float *xb = x + b0;
         __m512 amax = _mm512_setzero_ps();
         for (size_t i = 0; i < len; i += 16)
             amax = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(m16(len - i < 16 ? (int)(len - i) : 16), xb + i)), amax);
-        int e = fmt_fp4_quant_exp(_mm512_reduce_max_ps(amax));
+        float a = _mm512_reduce_max_ps(amax);
+        int e = fp4 ? fmt_fp4_quant_exp(a) : fmt_act_quant_exp(a);
         /* e is within [-126, 126]: both powers of two are normal */
         __m512 s = _mm512_castsi512_ps(_mm512_set1_epi32((127 + e) << 23));
         __m512 inv_s = _mm512_castsi512_ps(_mm512_set1_epi32((127 - e) << 23));
         for (size_t i = 0; i < len; i += 16) {
             __mmask16 m = m16(len - i < 16 ? (int)(len - i) : 16);
             __m512 q = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xb + i), inv_s);
-            q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(-6.0f)), _mm512_set1_ps(6.0f));
-            _mm512_mask_storeu_ps(xb + i, m, _mm512_mul_ps(e2m1_round(q), s));
+            q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(-top)), _mm512_set1_ps(top));
+            _mm512_mask_storeu_ps(xb + i, m, _mm512_mul_ps(fp4 ? e2m1_round(q) : e4m3_round(q), s));
         }
     }
+}
+
+void act_quant_sim_avx512(float *x, size_t n, size_t block)
+{
+    quant_sim(x, n, block, 0);
+}
+
+void fp4_quant_sim_avx512(float *x, size_t n, size_t block)
+{
+    quant_sim(x, n, block, 1);
 }
 
 /* Per block of 32: the FP4 quantization above, kept as twice the e2m1 value

@@ -978,40 +978,36 @@ static void test_topk(void **state)
     free(b);
 }
 
-/* act_quant_sim of every table against fmt_act_quant_sim, bit for bit: a
- * block whose scale is 1 (amax 448) holding the e4m3 rounding cases (ties
- * to even in the normal and the uniform subnormal range, the 2^-6 edge, the
- * top binade, signed zeros, NaN, inf), then random values over 80 binades,
- * in blocks of 128 and 64 with a short last block and lengths off 16. */
-static void test_act_quant_sim(void **state)
+/* A quantization simulation of every table (fp4: fp4_quant_sim, else
+ * act_quant_sim) against its formats.c reference, bit for bit: 1000 values,
+ * first the cases, then random ones over 80 binades (seed), with NaN (one
+ * in the last vector of its block), +-inf, and two whole blocks of signed
+ * zeros holding a denormal; on the first lens[l] values, in blocks of
+ * block0 and 2 * block0 (short last blocks). */
+static void check_quant_sim(int fp4, const float *cases, size_t n_cases, uint64_t seed, size_t block0)
 {
-    (void)state;
-    static const float cases[] = {448.0f, 1.0625f, 1.1875f, -1.0625f, 300.0f, 304.0f, 432.0f, 447.9f, -448.0f,
-                                  0x1p-6f, 0x1.ffp-7f, 0x1.8p-9f, 0x1.4p-9f, 0x1p-10f, 0x1p-11f, 0.0f, -0.0f,
-                                  0x1.2p-6f, 17.0f, -0.3f, 1e-30f, 500.0f, -1e9f};
     const dsv4_kernels *kts[1 + MAX_SIMD];
     int nk = all_tables(kts);
-    uint64_t seed = 99;
     size_t n = 1000;
     float *x = malloc(n * sizeof *x), *want = malloc(n * sizeof *want), *got = malloc(n * sizeof *got);
     for (size_t i = 0; i < n; i++)
         x[i] = ldexpf(test_rand_f(&seed), (int)(test_rand_u64(&seed) % 80) - 40);
-    memcpy(x, cases, sizeof cases);
-    x[200] = NAN;
-    x[250] = NAN; /* in the last vector of its block */
-    x[300] = INFINITY;
-    x[301] = -INFINITY;
-    for (size_t i = 400; i < 528; i++) /* one whole block of signed zeros and a denormal */
+    memcpy(x, cases, n_cases * sizeof *cases);
+    x[3 * block0 + 8] = NAN;
+    x[4 * block0 - 6] = NAN;
+    x[5 * block0 - 20] = INFINITY;
+    x[5 * block0 - 19] = -INFINITY;
+    for (size_t i = 6 * block0; i < 8 * block0; i++)
         x[i] = i % 2 ? -0.0f : 0.0f;
-    x[450] = 1e-40f;
+    x[7 * block0 + 2] = 1e-40f;
     static const size_t lens[] = {1000, 999, 135, 17, 5};
     for (int ki = 0; ki < nk; ki++)
         for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++)
-            for (size_t block = 64; block <= 128; block += 64) {
+            for (size_t block = block0; block <= 2 * block0; block += block0) {
                 memcpy(want, x, n * sizeof *x);
                 memcpy(got, x, n * sizeof *x);
-                fmt_act_quant_sim(want, lens[l], block);
-                kts[ki]->act_quant_sim(got, lens[l], block);
+                (fp4 ? fmt_fp4_quant_sim : fmt_act_quant_sim)(want, lens[l], block);
+                (fp4 ? kts[ki]->fp4_quant_sim : kts[ki]->act_quant_sim)(got, lens[l], block);
                 for (size_t i = 0; i < n; i++)
                     if (memcmp(&want[i], &got[i], sizeof *got) != 0) {
                         print_error("%s: n %zu block %zu, x[%zu] = %a: %a vs %a\n", kts[ki]->isa, lens[l], block, i,
@@ -1022,6 +1018,15 @@ static void test_act_quant_sim(void **state)
     free(x);
     free(want);
     free(got);
+}
+
+static void test_act_quant_sim(void **state)
+{
+    (void)state;
+    static const float cases[] = {448.0f, 1.0625f, 1.1875f, -1.0625f, 300.0f, 304.0f, 432.0f, 447.9f, -448.0f,
+                                  0x1p-6f, 0x1.ffp-7f, 0x1.8p-9f, 0x1.4p-9f, 0x1p-10f, 0x1p-11f, 0.0f, -0.0f,
+                                  0x1.2p-6f, 17.0f, -0.3f, 1e-30f, 500.0f, -1e9f};
+    check_quant_sim(0, cases, sizeof cases / sizeof *cases, 99, 64);
 }
 
 /* fp4_quant_sim of every table against fmt_fp4_quant_sim, bit for bit: a
@@ -1036,43 +1041,12 @@ static void test_fp4_quant_sim(void **state)
                                   0x1.000002p-2f, 0x1.fffffep-3f, 1.7499999f, 2.0f, 4.0f, -2.0f, -4.0f, 3.9999998f,
                                   0.0f, -0.0f, -0.1f, 0.1f, 5.9999995f, -6.0f, 1e-30f, -1e-39f, 0.5f, 1.0f, 1.5f,
                                   3.0f, 4.5f};
-    const dsv4_kernels *kts[1 + MAX_SIMD];
-    int nk = all_tables(kts);
-    uint64_t seed = 77;
-    size_t n = 1000;
-    float *x = malloc(n * sizeof *x), *want = malloc(n * sizeof *want), *got = malloc(n * sizeof *got);
-    for (size_t i = 0; i < n; i++)
-        x[i] = ldexpf(test_rand_f(&seed), (int)(test_rand_u64(&seed) % 80) - 40);
-    memcpy(x, cases, sizeof cases);
-    x[100] = NAN;
-    x[150] = INFINITY;
-    x[151] = -INFINITY;
-    for (size_t i = 192; i < 256; i++) /* two whole blocks of signed zeros and a denormal */
-        x[i] = i % 2 ? -0.0f : 0.0f;
-    x[200] = 1e-40f;
-    static const size_t lens[] = {1000, 999, 135, 17, 5};
-    for (int ki = 0; ki < nk; ki++)
-        for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++)
-            for (size_t block = 32; block <= 64; block += 32) {
-                memcpy(want, x, n * sizeof *x);
-                memcpy(got, x, n * sizeof *x);
-                fmt_fp4_quant_sim(want, lens[l], block);
-                kts[ki]->fp4_quant_sim(got, lens[l], block);
-                for (size_t i = 0; i < n; i++)
-                    if (memcmp(&want[i], &got[i], sizeof *got) != 0) {
-                        print_error("%s: n %zu block %zu, x[%zu] = %a: %a vs %a\n", kts[ki]->isa, lens[l], block, i,
-                                    x[i], got[i], want[i]);
-                        fail();
-                    }
-            }
+    check_quant_sim(1, cases, sizeof cases / sizeof *cases, 77, 32);
     /* by hand, scale 1: the ties go to even, the rest to nearest */
     float h[8] = {6.0f, 0.25f, 0.75f, 1.75f, 2.5f, 5.0f, -0.1f, 2.9f};
     fmt_fp4_quant_sim(h, 8, 8);
     static const float hw[8] = {6.0f, 0.0f, 1.0f, 2.0f, 2.0f, 4.0f, -0.0f, 3.0f};
     assert_memory_equal(h, hw, sizeof h);
-    free(x);
-    free(want);
-    free(got);
 }
 
 /* index_query_pack of every table against fmt_index_query_pack, bit for

@@ -315,16 +315,6 @@ static void round_rows(float *y, size_t count)
         fmt_round_bf16_array(y + b * 4096, count - b * 4096 < 4096 ? count - b * 4096 : 4096);
 }
 
-static void act_quant_rows(const dsv4_kernels *k, float *dst, const float *src, int n, int cols)
-{
-#pragma omp parallel for schedule(static) if ((long)n * cols >= PAR_MIN && n > 1)
-    for (int i = 0; i < n; i++) {
-        if (dst != src)
-            memcpy(dst + (size_t)i * cols, src + (size_t)i * cols, (size_t)cols * sizeof *dst);
-        k->act_quant_sim(dst + (size_t)i * cols, (size_t)cols, 128);
-    }
-}
-
 static void rmsnorm_rows(float *x, const float *w, int n, int cols, float eps, int release)
 {
 #pragma omp parallel for schedule(static) if ((long)n * cols >= PAR_MIN && n > 1)
@@ -371,7 +361,7 @@ static void project_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, att
     if (release) {
         memcpy(st->xb, x, (size_t)n * c->dim * sizeof *x);
         fmt_round_bf16_array(st->xb, (size_t)n * c->dim);
-        act_quant_rows(k, st->xq, st->xb, n, c->dim);
+        linear_act_quant_rows(k, st->xq, st->xb, n, c->dim);
         xin = st->xb;
     }
 
@@ -409,7 +399,7 @@ static void project_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, att
     rmsnorm_rows(st->qr, L->q_norm, n, c->q_lora_rank, c->norm_eps, release);
     rmsnorm_rows(st->kv, L->kv_norm, n, c->head_dim, c->norm_eps, release);
     if (release)
-        act_quant_rows(k, st->qrq, st->qr, n, c->q_lora_rank);
+        linear_act_quant_rows(k, st->qrq, st->qr, n, c->q_lora_rank);
     nj = 0;
     jobs[nj++] = project_job(&L->wq_b, st->q, st->qr, st->qrq, n, release);
     if (csa)
@@ -653,7 +643,7 @@ static void output_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, attn
     if (release) {
         round_rows(st->oa, (size_t)n * G * r);
         if (is_quantized(&L->wo_b))
-            act_quant_rows(e->k, st->oa, st->oa, n, G * r);
+            linear_act_quant_rows(e->k, st->oa, st->oa, n, G * r);
     }
     if (release && is_quantized(&L->wo_b))
         linear_matmul_e4m3act(e->k, &L->wo_b, out, st->oa, n);

@@ -287,6 +287,19 @@ void linear_matmul_e4m3act(const dsv4_kernels *k, const dsv4_linear *W, float *Y
     matmul_rows(k, W, Y, (size_t)W->rows, X, (size_t)W->cols, n, 0, W->rows, 1);
 }
 
+/* Below this many values the rows stay on the calling thread. */
+#define QUANT_PAR_MIN 16384
+
+void linear_act_quant_rows(const dsv4_kernels *k, float *dst, const float *src, int n, int cols)
+{
+#pragma omp parallel for schedule(static) if ((long)n * cols >= QUANT_PAR_MIN && n > 1)
+    for (int i = 0; i < n; i++) {
+        if (dst != src)
+            memcpy(dst + (size_t)i * cols, src + (size_t)i * cols, (size_t)cols * sizeof *dst);
+        k->act_quant_sim(dst + (size_t)i * cols, (size_t)cols, 128);
+    }
+}
+
 void linear_row(const dsv4_linear *W, int row, float *out)
 {
     int cols = W->cols;

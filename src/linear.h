@@ -55,6 +55,10 @@ typedef struct {
  * many small matrices. Results are those of the jobs run one by one. Outputs
  * must not overlap. */
 void linear_matmul_jobs(const dsv4_kernels *k, const linear_job *jobs, int n_jobs);
+/* dst = src (n rows of cols values; dst may be src), FP8-simulated per
+ * block of 128 (k->act_quant_sim), as release numerics quantize the input
+ * of an FP8/FP4 linear; rows split over the team from a few thousand values. */
+void linear_act_quant_rows(const dsv4_kernels *k, float *dst, const float *src, int n, int cols);
 /* One row of W as floats (embedding lookup). */
 void linear_row(const dsv4_linear *W, int row, float *out);
 

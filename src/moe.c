@@ -146,13 +146,6 @@ static int quantizes_input(const dsv4_engine *e, const dsv4_linear *W)
     return is_release(e) && (W->fmt == DSV4_WF_FP8 || W->fmt == DSV4_WF_FP4);
 }
 
-static void act_quant_rows(const dsv4_kernels *k, float *x, int n, int cols)
-{
-#pragma omp parallel for schedule(static) if ((long)n * cols >= PAR_MIN && n > 1)
-    for (int t = 0; t < n; t++)
-        k->act_quant_sim(x + (size_t)t * cols, (size_t)cols, 128);
-}
-
 /* torch.nn.functional.softplus (beta 1, threshold 20), then sqrt. */
 static inline float sqrt_softplus(float x)
 {
@@ -269,14 +262,17 @@ static void run_group(const dsv4_engine *e, const dsv4_layer_weights *lw, moe_sc
     size_t row_bytes = (size_t)dim * sizeof(float);
     int release = is_release(e), n_jobs = 0;
     const dsv4_expert_weights *ew0 = NULL;
+    /* every expert of a layer has the same formats, so one input for all;
+     * the rows gathered over the team (a group's are ~6 MB at 512 tokens) */
+    const float *src = quantizes_input(e, &lw->experts[0].w1) ? xq : x;
+#pragma omp parallel for schedule(static) if ((long)m * dim >= PAR_MIN && m > 1)
+    for (int r = g0; r < g1; r++)
+        memcpy(s->xe + (size_t)(r - g0) * dim, src + (size_t)s->row_token[r] * dim, row_bytes);
     for (int i = 0; i < E; i++) {
         int a = s->first[i] > g0 ? s->first[i] : g0, b = s->first[i + 1] < g1 ? s->first[i + 1] : g1;
         if (a >= b)
             continue;
         const dsv4_expert_weights *ew = &lw->experts[i];
-        const float *src = quantizes_input(e, &ew->w1) ? xq : x;
-        for (int r = a; r < b; r++)
-            memcpy(s->xe + (size_t)(r - g0) * dim, src + (size_t)s->row_token[r] * dim, row_bytes);
         prof_linear(s->prof, &ew->w1, b - a);
         prof_linear(s->prof, &ew->w3, b - a);
         prof_linear(s->prof, &ew->w2, b - a);
@@ -370,12 +366,14 @@ void moe_forward(const dsv4_engine *e, int layer, moe_scratch *s, const float *x
     group_by_expert(e, s, n);
 
     /* The same FP8-simulated input feeds every FP8/FP4 expert linear. */
-    if (release) {
-        memcpy(s->xq, x, (size_t)n * row_bytes);
-        act_quant_rows(e->k, s->xq, n, dim);
-    }
+    if (release)
+        linear_act_quant_rows(e->k, s->xq, x, n, dim);
 
-    memset(s->routed, 0, (size_t)n * row_bytes);
+    /* zeroed over the team: at 512 tokens 8 MB a layer, which one thread
+     * clears while the others wait */
+#pragma omp parallel for schedule(static) if (total >= PAR_MIN && n > 1)
+    for (int t = 0; t < n; t++)
+        memset(s->routed + (size_t)t * dim, 0, row_bytes);
     for (int g0 = 0, g1; g0 < n * K; g0 = g1) {
         g1 = group_end(s, e->cfg.n_routed_experts, n * K, g0);
         run_group(e, lw, s, x, s->xq, g0, g1);

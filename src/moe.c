@@ -262,12 +262,15 @@ static void run_group(const dsv4_engine *e, const dsv4_layer_weights *lw, moe_sc
     size_t row_bytes = (size_t)dim * sizeof(float);
     int release = is_release(e), n_jobs = 0;
     const dsv4_expert_weights *ew0 = NULL;
-    /* every expert of a layer has the same formats, so one input for all;
-     * the rows gathered over the team (a group's are ~6 MB at 512 tokens) */
-    const float *src = quantizes_input(e, &lw->experts[0].w1) ? xq : x;
-#pragma omp parallel for schedule(static) if ((long)m * dim >= PAR_MIN && m > 1)
-    for (int r = g0; r < g1; r++)
-        memcpy(s->xe + (size_t)(r - g0) * dim, src + (size_t)s->row_token[r] * dim, row_bytes);
+    /* the rows gathered over the team (a group's are ~6 MB at 512 tokens),
+     * each expert's from the input its w1 reads */
+#pragma omp parallel for schedule(dynamic, 8) if ((long)m * dim >= PAR_MIN && m > 1)
+    for (int i = 0; i < E; i++) {
+        int a = s->first[i] > g0 ? s->first[i] : g0, b = s->first[i + 1] < g1 ? s->first[i + 1] : g1;
+        const float *src = quantizes_input(e, &lw->experts[i].w1) ? xq : x;
+        for (int r = a; r < b; r++)
+            memcpy(s->xe + (size_t)(r - g0) * dim, src + (size_t)s->row_token[r] * dim, row_bytes);
+    }
     for (int i = 0; i < E; i++) {
         int a = s->first[i] > g0 ? s->first[i] : g0, b = s->first[i + 1] < g1 ? s->first[i + 1] : g1;
         if (a >= b)

@@ -193,17 +193,12 @@ int fmt_fp4_quant_exp(float amax)
     return ceil_log2_bits(fmaxf(amax, 6.0f * 0x1p-126f) * (1.0f / 6.0f));
 }
 
-static int fp4_block_exp(const float *xb, size_t len)
-{
-    return fmt_fp4_quant_exp(block_amax(xb, len));
-}
-
 void fmt_fp4_quant_sim(float *x, size_t n, size_t block)
 {
     for (size_t b0 = 0; b0 < n; b0 += block) {
         size_t len = n - b0 < block ? n - b0 : block;
         float *xb = x + b0;
-        int e = fp4_block_exp(xb, len);
+        int e = fmt_fp4_quant_exp(block_amax(xb, len));
         float s = pow2f(e), inv_s = pow2f(-e);
         for (size_t i = 0; i < len; i++) {
             float q = min_f32(max_f32(xb[i] * inv_s, -6.0f), 6.0f);
@@ -223,7 +218,7 @@ void fmt_fp4_quant_codes(const float *x, size_t n, size_t block, uint8_t *codes,
 {
     for (size_t b0 = 0; b0 < n; b0 += block) {
         size_t len = n - b0 < block ? n - b0 : block;
-        int e = fp4_block_exp(x + b0, len);
+        int e = fmt_fp4_quant_exp(block_amax(x + b0, len));
         float inv_s = pow2f(-e);
         scales[b0 / block] = (uint8_t)(e + 127);
         for (size_t i = 0; i < len; i++)

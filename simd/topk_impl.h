@@ -56,44 +56,40 @@ static void sift_down(uint64_t *heap, int k, int pos)
     heap[pos] = v;
 }
 
-/* The r-th best of a strided sample of SAMPLE scores (r <= HEAP_KEYS):
- * a float, or NaN when NaN ranks that high. */
-static float sample_threshold(const float *scores, int n, int r)
+/* heap <- the k best rank keys of m scores, those at idx[j] (or at j *
+ * stride without idx), as a min-heap: its root is the k-th best. */
+static void keep_best(uint64_t *heap, int k, const float *scores, const int *idx, int stride, int m)
 {
-    uint64_t heap[HEAP_KEYS];
-    int stride = n / SAMPLE;
-    for (int j = 0; j < r; j++)
-        heap[j] = rank_key(scores, j * stride);
-    for (int j = r / 2 - 1; j >= 0; j--)
-        sift_down(heap, r, j);
-    for (int j = r; j < SAMPLE; j++) {
-        uint64_t v = rank_key(scores, j * stride);
-        if (v > heap[0]) {
-            heap[0] = v;
-            sift_down(heap, r, 0);
-        }
-    }
-    return scores[~(uint32_t)heap[0]];
-}
-
-/* ops_topk's choice among the candidates in scratch[0, m), with a min-heap of
- * rank keys (heap: k of them): integer comparisons, no scores reloaded
- * through indices. Then the chosen indices in ascending order through a
- * bitmap of the n scores' indices in scratch (the candidates are spent). */
-static void select_among(int *out, const float *scores, int n, int *scratch, int m, int k, uint64_t *heap)
-{
-    const int *cand = scratch;
-    for (int i = 0; i < k; i++)
-        heap[i] = rank_key(scores, cand[i]);
-    for (int i = k / 2 - 1; i >= 0; i--)
-        sift_down(heap, k, i);
-    for (int i = k; i < m; i++) {
-        uint64_t v = rank_key(scores, cand[i]);
+    for (int j = 0; j < k; j++)
+        heap[j] = rank_key(scores, idx ? idx[j] : j * stride);
+    for (int j = k / 2 - 1; j >= 0; j--)
+        sift_down(heap, k, j);
+    for (int j = k; j < m; j++) {
+        uint64_t v = rank_key(scores, idx ? idx[j] : j * stride);
         if (v > heap[0]) {
             heap[0] = v;
             sift_down(heap, k, 0);
         }
     }
+}
+
+/* The r-th best of a strided sample of SAMPLE scores (r <= HEAP_KEYS):
+ * a float, or NaN when NaN ranks that high. */
+static float sample_threshold(const float *scores, int n, int r)
+{
+    uint64_t heap[HEAP_KEYS];
+    keep_best(heap, r, scores, NULL, n / SAMPLE, SAMPLE);
+    return scores[~(uint32_t)heap[0]];
+}
+
+/* ops_topk's choice among the candidates in scratch[0, m) (k <= HEAP_KEYS),
+ * by rank keys: integer comparisons, no scores reloaded through indices.
+ * Then the chosen indices in ascending order through a bitmap of the n
+ * scores' indices in scratch (the candidates are spent). */
+static void select_among(int *out, const float *scores, int n, int *scratch, int m, int k)
+{
+    uint64_t heap[HEAP_KEYS];
+    keep_best(heap, k, scores, scratch, 0, m);
     unsigned *bits = (unsigned *)scratch;
     size_t words = ((size_t)n + 31) / 32;
     memset(bits, 0, words * sizeof *bits);
@@ -120,10 +116,8 @@ static void topk_sampled(int *out, const float *scores, int n, int k, int *scrat
     if (n >= MIN_N && k <= n / 8)
         t = sample_threshold(scores, n, (int)(((long)k * SAMPLE * 5 / 4 + n - 1) / n) + 8);
     int m = t == t ? at_least(scores, n, t, scratch) : 0;
-    if (m >= k) {
-        uint64_t heap[HEAP_KEYS];
-        select_among(out, scores, n, scratch, m, k, heap);
-    } else {
+    if (m >= k)
+        select_among(out, scores, n, scratch, m, k);
+    else
         ops_topk(out, scores, n, k, scratch);
-    }
 }

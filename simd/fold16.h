@@ -24,16 +24,23 @@ static inline float fold16(__m512 v)
 /* Lane m of the result is fold16(v[m]), bit for bit. */
 static inline __m512 fold16x16(const __m512 v[16])
 {
+    /* The loops are unrolled by pragma: left rolled (GCC 12 -O2), a, b and
+     * c lived on the stack, and every register tile's fold paid a store and
+     * reload per vector (one Zen 5 core, a 4 x 6 tile over 1024 columns
+     * with its fold: 447 -> 509 GFLOP/s). */
     __m512 a[8], b[4], c[2];
     /* (i, i+8): vectors 2p and 2p+1 side by side, 8 sums each */
+    #pragma GCC unroll 8
     for (int p = 0; p < 8; p++)
         a[p] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * p], v[2 * p + 1], 0x44),
                              _mm512_shuffle_f32x4(v[2 * p], v[2 * p + 1], 0xee));
     /* (i, i+4): 128-bit block k of b[q] holds vector 4q + k's 4 sums */
+    #pragma GCC unroll 4
     for (int q = 0; q < 4; q++)
         b[q] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * q], a[2 * q + 1], 0x88),
                              _mm512_shuffle_f32x4(a[2 * q], a[2 * q + 1], 0xdd));
     /* (i, i+2): per block, the 2 sums of b[2h]'s vector then b[2h+1]'s */
+    #pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
         __m512d x = _mm512_castps_pd(b[2 * h]), y = _mm512_castps_pd(b[2 * h + 1]);
         c[h] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));

@@ -33,12 +33,11 @@
  * 16-column quarter L then columns 16L + 8..15, lane i taking the pair
  * (16(i/4) + 2(i%4), +1) of its half; FP4: even columns then odd columns,
  * pairs (4i, 4i+2) and (4i+1, 4i+3) per lane), steps in
- * ascending order, then the 16 lanes folded pairwise: for FP4 over the
- * whole row; for FP8 per chunk of columns (chunk_len: 1024, the last one
- * up to 1536), the chunks' sums then added in column order in fp32. The
- * few-token path (weights decoded in registers) and the many-token path
- * (decoded chunks, register tiles) run exactly this sequence, so results
- * do not depend on n, r0 or r1. (Why the formats differ: matmul_gemm.) */
+ * ascending order, then the 16 lanes folded pairwise per chunk of columns
+ * (chunk_len: 1024, the last one up to 1536), the chunks' sums then added
+ * in column order in fp32. The few-token path (weights decoded in
+ * registers) and the many-token path (decoded chunks, register tiles) run
+ * exactly this sequence, so results do not depend on n, r0 or r1. */
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vbmi")
 
 #include <immintrin.h>
@@ -56,7 +55,7 @@ void matmul_fp4_avx512bf16(float *Y, size_t ldy, const uint8_t *W, const uint8_t
                            size_t ldx, int n, int rows, int cols, int r0, int r1);
 
 /* Columns per chunk: the many-token path decodes and converts a chunk at a
- * time (and FP8 sums fold per chunk). 1024 rather than 512: one Zen 5
+ * time, and sums fold per chunk. 1024 rather than 512: one Zen 5
  * core, FP8 [4096x1024] x 512 tokens 264-265 -> 295-299 GFLOP/s, FP4
  * [2048x4096] x 12 265 -> 270-273; rather than 2048: MoE job lists (64
  * experts x 5-19 tokens, two Zen 5 cores) 545-556 against 468-510 GFLOP/s,
@@ -75,10 +74,6 @@ _Static_assert(RB == 4 && TB <= 8, "fold16_store_tile4 folds 4 rows and at most 
  * [32768x1024] x 64 53.4 -> 56.4-58.0%, [65536x1536] 49.0-49.8 -> 50.0-51.2%
  * of the vdpbf16ps peak; pp512 +2-3%). */
 #define TG 64
-/* Partial sums an FP4 block keeps between chunks (64 rows x TG tokens). The
- * frame is then ~470 KiB: these 256, the tokens' chunk 192, one tile's
- * decoded rows 12, the FP8 group tables 4. */
-#define ACC_VECS (64 * TG)
 /* Up to MV_MAX_N tokens, weights are decoded in registers: each row block
  * takes the tokens in passes of at most MV_PASS (its accumulators, rows x
  * tokens, must fit the registers), the block's weights coming from memory
@@ -152,7 +147,7 @@ static inline __attribute__((always_inline)) void matvec_block(int nr, int nt, f
         dw[i] = _mm512_setzero_si512();
     for (int g = 0; g * GROUP < cols; g++) {
         gctx c[MV_RB];
-        if (!q->fp4 && chunk_starts(cols, g * GROUP)) { /* chunks start on whole groups */
+        if (chunk_starts(cols, g * GROUP)) { /* chunks start on whole groups */
             #pragma GCC unroll 8
             for (int i = 0; i < nr; i++)
                 #pragma GCC unroll 8
@@ -289,18 +284,15 @@ MATVEC_FN(matvec_fp4, 1, 8)
 #define CSTEPS (CHUNK_MAX / STEP) /* steps a chunk's buffers hold */
 
 
-/* One chunk of a register tile. fold (FP8): the chunk's sums are folded
- * into y (row i of token t at y[t * ldy + i]), stored there for the first
- * chunk and added to it for the others. Else (FP4) the sums start at zero
- * on the first chunk and from acc on the others, and go back to acc, or
- * after the last chunk are folded into y. */
+/* One chunk of a register tile: its sums are folded into y (row i of
+ * token t at y[t * ldy + i]), stored there for the first chunk and added
+ * to it for the others. */
 static inline __attribute__((always_inline)) void tile(int nr, int nt, const __m512i *wb /* [RB][CSTEPS][2] */,
                                                         const __m512i *xb /* [TG][CSTEPS][2] */, int steps,
-                                                        int first, int last, int fold,
-                                                        __m512 *acc /* the tile's [nr][nt] */, float *y, size_t ldy)
+                                                        int first, float *y, size_t ldy)
 {
     __m512 a[RB][TB];
-    tile_chunk_start(nr, nt, &a[0][0], TB, first || fold, acc, nt);
+    tile_chunk_start(nr, nt, &a[0][0], TB, 1, NULL, nt);
     /* one vector (half a step) per iteration, not unrolled: 24 accumulators,
      * 4 weights and an activation fit the 32 registers only so (unrolled,
      * GCC spilled two accumulators into the dependency chains) */
@@ -318,15 +310,12 @@ static inline __attribute__((always_inline)) void tile(int nr, int nt, const __m
                 a[i][t] = dp(a[i][t], w[i], x);
         }
     }
-    if (fold)
-        fold16_store_tile4(nr, nt, &a[0][0], TB, !first, y, ldy);
-    else
-        tile_chunk_end(nr, nt, &a[0][0], TB, last, acc, nt, y, ldy);
+    fold16_store_tile4(nr, nt, &a[0][0], TB, !first, y, ldy);
 }
 
 #define TILE_CASE(NR, NT)                                                                          \
     case (NR) * 8 + (NT):                                                                          \
-        tile(NR, NT, wb, xb, steps, first, last, fold, acc, y, ldy);                               \
+        tile(NR, NT, wb, xb, steps, first, y, ldy);                                                \
         break;
 #define TILE_ROW(NR) TILE_CASE(NR, 1) TILE_CASE(NR, 2) TILE_CASE(NR, 3) TILE_CASE(NR, 4)            \
     TILE_CASE(NR, 5) TILE_CASE(NR, 6)
@@ -335,8 +324,7 @@ static inline __attribute__((always_inline)) void tile(int nr, int nt, const __m
  * worse (one Zen 5 core: FP4 [2048x4096] x 12 tokens 237-245 against
  * 314-317 GFLOP/s). */
 static __attribute__((noinline)) void tile_dispatch(int nr, int nt, const __m512i *wb, const __m512i *xb, int steps,
-                                                    int first, int last, int fold, __m512 *acc, float *y,
-                                                    size_t ldy)
+                                                    int first, float *y, size_t ldy)
 {
     switch (nr * 8 + nt) {
         TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4)
@@ -394,16 +382,6 @@ static inline int tile_tokens(int ng, int j)
     return ng / tiles + (j < ng % tiles);
 }
 
-/* Rows per block of the many-token path: RBD_MAX, or for FP4 rows of more
- * than one chunk as many as the kept partial sums of n tokens allow. */
-static inline int block_rows(const qmat *q, int n)
-{
-    if (!q->fp4 || chunk_count(q->cols) == 1)
-        return RBD_MAX;
-    int rows = ACC_VECS / (n < TG ? n : TG) / RB * RB;
-    return rows < RBD_MAX ? rows : RBD_MAX;
-}
-
 /* The working state of one matmul_gemm call. */
 typedef struct {
     const qmat *q;
@@ -411,9 +389,8 @@ typedef struct {
     size_t ldx;
     float *Y;
     size_t ldy;
-    int r1, rbd;
+    int r1;
     __m512i *wb, *xb; /* one tile's decoded rows [RB][CSTEPS][2]; the group's chunk [TG][CSTEPS][2] */
-    __m512 *acc;      /* FP4: the group's kept sums, [slices][tiles][nr][nt] in tile order */
     gctx *ctx;        /* FP8: the group tables of the rows' 128-row scale block */
 } gemm_call;
 
@@ -427,7 +404,7 @@ static void gemm_pass(const gemm_call *c, int rb, int nrd, int g0, int ng, int k
 {
     const qmat *q = c->q;
     int len = chunk_len(q->cols, k0), steps = (len + STEP - 1) / STEP, whole = whole_groups(q, k0 / STEP, steps);
-    int first = k0 == 0, last = k0 + len >= q->cols, fold = !q->fp4, ctx_block = -1;
+    int first = k0 == 0, ctx_block = -1;
     int slices = (nrd + RB - 1) / RB, chunks = chunk_count(q->cols);
     size_t row_bytes = q->fp4 ? (size_t)q->cols / 2 : (size_t)q->cols;
     for (int t = 0; t < ng; t++)
@@ -448,13 +425,13 @@ static void gemm_pass(const gemm_call *c, int rb, int nrd, int g0, int ng, int k
          * 647-661); rows of several chunks gained nothing so. */
         int per_row = !q->fp4 && chunks == 1, pieces = per_row ? RB : 1;
         for (int p = 0; p < pieces; p++) {
-            if (g0 == 0 && rb + c->rbd < c->r1) {
-                int next = c->r1 - rb - c->rbd < c->rbd ? c->r1 - rb - c->rbd : c->rbd;
+            if (g0 == 0 && rb + RBD_MAX < c->r1) {
+                int next = c->r1 - rb - RBD_MAX < RBD_MAX ? c->r1 - rb - RBD_MAX : RBD_MAX;
                 int part = ((k0 / CHUNK) * slices + i0 / RB) * pieces + p;
-                prefetch_share((const char *)q->W + (size_t)(rb + c->rbd) * row_bytes, (size_t)next * row_bytes,
+                prefetch_share((const char *)q->W + (size_t)(rb + RBD_MAX) * row_bytes, (size_t)next * row_bytes,
                                part, chunks * slices * pieces);
                 if (q->fp4) /* and its block scales, a stream of their own */
-                    prefetch_share((const char *)q->scale + (size_t)(rb + c->rbd) * (q->cols / 32),
+                    prefetch_share((const char *)q->scale + (size_t)(rb + RBD_MAX) * (q->cols / 32),
                                    (size_t)next * (q->cols / 32), part, chunks * slices * pieces);
             }
             int i = per_row ? p : 0, m = per_row ? p < nr : nr; /* the piece's rows [i, i + m) */
@@ -467,46 +444,33 @@ static void gemm_pass(const gemm_call *c, int rb, int nrd, int g0, int ng, int k
                     decode_chunk(q, rb + i0 + r, k0, c->wb + r * CSTEPS * 2);
         }
         for (int t0 = 0, j = 0; t0 < ng; t0 += tile_tokens(ng, j++))
-            tile_dispatch(nr, tile_tokens(ng, j), c->wb, c->xb + t0 * CSTEPS * 2, steps, first, last, fold,
-                          c->acc + i0 * ng + t0 * nr, c->Y + (size_t)(g0 + t0) * c->ldy + rb + i0, c->ldy);
+            tile_dispatch(nr, tile_tokens(ng, j), c->wb, c->xb + t0 * CSTEPS * 2, steps, first,
+                          c->Y + (size_t)(g0 + t0) * c->ldy + rb + i0, c->ldy);
     }
 }
 
-/* Block by block (block_rows), group by group of TG tokens, chunk by chunk.
- * The two formats fold their sums differently because their products do:
- *   - FP8 rows (attention projections, shared experts: a prefill's whole
- *     chunk of tokens) fold per chunk, so nothing is kept between chunks
- *     and blocks are 256 rows long: the activations, converted again by
- *     every block, are read rows / 256 times, and the chunks go outside the
- *     groups, so the block's chunk of weights stays in L2 while the groups
- *     take turns. With partial sums kept (as FP4 does) a block had 64 rows
- *     at 64 tokens, and at wo_b's shape the 16 MiB of activations were read
- *     64 times: one Zen 5 core, FP8 [2048x8192] x 512 tokens 205-217 ->
- *     274-283 GFLOP/s; two cores, rows split, weights from memory,
- *     [4096x8192] x 512 414-522 -> 543-566, [32768x1024] x 512 462-575 ->
- *     625-645 (in some of this VM's phases the old way ran as fast).
- *   - FP4 rows (routed experts: a dozen tokens each) keep 16-lane partial
- *     sums between chunks instead: their few tokens let 256-row blocks keep
- *     them, and a fold per chunk cost their tiles more than the round trip
- *     (MoE job lists of 64 experts x 5-19 tokens, two Zen 5 cores: 545-565
- *     GFLOP/s kept, 507-536 folded). */
+/* Block by block of RBD_MAX rows, chunk by chunk, group by group of TG
+ * tokens. Each chunk's sums fold into Y, so nothing is kept between
+ * chunks, and the chunks go outside the groups, so a block's chunk of
+ * weights stays in L2 while the groups take turns; the activations,
+ * converted again by every block, are read rows / 256 times. Keeping the
+ * 16-lane sums between chunks instead (as FP4 did, with 64-row blocks at
+ * 64 tokens) read wo_b's 16 MiB of activations 64 times: one Zen 5 core,
+ * FP8 [2048x8192] x 512 tokens 205-217 -> 274-283 GFLOP/s; and once
+ * fold16x16 stayed in registers, folding per chunk beat FP4's round trip
+ * of those sums through memory too (two Zen 5 cores, 64 FP4 [2048x4096]
+ * experts x 12 tokens 570 / 581 -> 590 / 598 GFLOP/s; pp512 +1%). */
 static void matmul_gemm(float *Y, size_t ldy, const qmat *q, const float *X, size_t ldx, int n, int r0,
                         int r1)
 {
     __m512i wb[RB * CSTEPS * 2], xb[TG * CSTEPS * 2];
-    __m512 acc[ACC_VECS];
     gctx ctx[CHUNK_MAX / GROUP];
-    gemm_call c = {q, X, ldx, Y, ldy, r1, block_rows(q, n), wb, xb, acc, ctx};
-    for (int rb = r0; rb < r1; rb += c.rbd) {
-        int nrd = r1 - rb < c.rbd ? r1 - rb : c.rbd;
-        if (q->fp4)
+    gemm_call c = {q, X, ldx, Y, ldy, r1, wb, xb, ctx};
+    for (int rb = r0; rb < r1; rb += RBD_MAX) {
+        int nrd = r1 - rb < RBD_MAX ? r1 - rb : RBD_MAX;
+        for (int k0 = 0; k0 < q->cols; k0 += chunk_len(q->cols, k0))
             for (int g0 = 0; g0 < n; g0 += TG)
-                for (int k0 = 0; k0 < q->cols; k0 += chunk_len(q->cols, k0))
-                    gemm_pass(&c, rb, nrd, g0, n - g0 < TG ? n - g0 : TG, k0);
-        else
-            for (int k0 = 0; k0 < q->cols; k0 += chunk_len(q->cols, k0))
-                for (int g0 = 0; g0 < n; g0 += TG)
-                    gemm_pass(&c, rb, nrd, g0, n - g0 < TG ? n - g0 : TG, k0);
+                gemm_pass(&c, rb, nrd, g0, n - g0 < TG ? n - g0 : TG, k0);
     }
 }
 

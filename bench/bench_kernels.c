@@ -330,6 +330,47 @@ static void bench_indexer(int n_keys, double bw, double vnni_peak)
     free(raw);
 }
 
+/* bench_attend's shape through attend_bf16 (release numerics over bf16
+ * rows, where the table has it), 4 heads per call, against the bf16 dot
+ * peak; and over 4096 + 128 rows (an HCA layer at 512K tokens). */
+static void bench_attend_bf16(double peak, int n_comp, int group)
+{
+    const int heads = 64, dim = 512, n_kv = n_comp + 128;
+    float *q = make_x((size_t)heads * dim), *kvf = make_x((size_t)n_kv * dim);
+    uint16_t *kvb = big((size_t)n_kv * dim * sizeof *kvb);
+    float *out = big((size_t)heads * dim * sizeof *out), sink[64];
+    const uint16_t **kv = malloc(n_kv * sizeof *kv);
+    for (size_t i = 0; i < (size_t)heads * dim; i++)
+        q[i] = fmt_round_bf16(q[i]);
+    for (size_t i = 0; i < (size_t)n_kv * dim; i++)
+        kvb[i] = fmt_f32_to_bf16(kvf[i]);
+    for (int j = 0; j < n_kv; j++)
+        kv[j] = kvb + (size_t)((j * 7919) % n_kv) * dim;
+    for (int h = 0; h < heads; h++)
+        sink[h] = 0.1f;
+    double best = 1e30;
+    for (int p = 0; p < 5; p++) {
+        double t0 = now();
+#pragma omp parallel for schedule(static)
+        for (int h = 0; h < heads; h += group)
+            K->attend_bf16(out, q, dim, kv, n_kv, sink, 0.044f, h, h + group);
+        double t = now() - t0;
+        if (t < best)
+            best = t;
+    }
+    char shape[64];
+    snprintf(shape, sizeof shape, "64h x 512, %d+128 kv", n_comp);
+    char kernel[64];
+    snprintf(kernel, sizeof kernel, "attend_bf16 (%d heads/call)", group);
+    report(kernel, shape, K->isa, best, 4.0 * heads * n_kv * dim / best / 1e9, peak,
+           "GFLOP/s");
+    free(q);
+    free(kvf);
+    free(kvb);
+    free(out);
+    free(kv);
+}
+
 /* One query, 64 heads x 512, over 512 gathered + 128 window entries; heads
  * split over threads, `group` heads per call (src/attention.c calls one head
  * at a time; the vector kernels share each row they load among up to 4). */
@@ -421,6 +462,12 @@ int main(int argc, char **argv)
     if (!only || !strcmp(only, "attend")) {
         bench_attend(fma, 1);
         bench_attend(fma, 4);
+        if (K->attend_bf16 && bf16 > 0) {
+            bench_attend_bf16(bf16, 512, 4);
+            bench_attend_bf16(bf16, 512, 8);
+            bench_attend_bf16(bf16, 4096, 4);
+            bench_attend_bf16(bf16, 4096, 8);
+        }
     }
     return 0;
 }

@@ -78,6 +78,16 @@ typedef struct {
      * weighted sum. Heads in [h0, h1). */
     void (*attend)(float *out, const float *q, int dim, const float *const *kv, int n_kv,
                    const float *sink, float scale, int bf16_probs, int h0, int h1);
+    /* attend with bf16_probs for release numerics, where q and every key=value
+     * row are bf16 numbers: the rows come as their bf16 bits (kv[j]: dim
+     * values), so every product is exact in fp32 and a kernel may take them
+     * with bf16 dot products. The scalar reference widens each row as it reads
+     * it and gives attend's bits; vector versions differ in summation order.
+     * Set in the scalar table (the reference) and where a vector version
+     * beats attend; NULL elsewhere, and callers then keep fp32 rows only
+     * (the bf16 copies cost memory). */
+    void (*attend_bf16)(float *out, const float *q, int dim, const uint16_t *const *kv, int n_kv,
+                        const float *sink, float scale, int h0, int h1);
 
     /* Lightning-indexer scores over real FP4 keys in release numerics (the
      * official bf16 einsum), with exact integer dot products.

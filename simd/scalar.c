@@ -168,6 +168,44 @@ static void attend_scalar(float *out, const float *q, int dim, const float *cons
     }
 }
 
+static float dot_f32_bf16(const float *a, const uint16_t *b, int n)
+{
+    float acc = 0.0f;
+    for (int i = 0; i < n; i++)
+        acc += a[i] * fmt_bf16_to_f32(b[i]);
+    return acc;
+}
+
+/* attend_scalar with bf16 probabilities over rows given as bf16 bits, each
+ * value widened where it is read: the same operations in the same order, so
+ * attend_scalar's bits on the widened rows. */
+static void attend_bf16_scalar(float *out, const float *q, int dim, const uint16_t *const *kv, int n_kv,
+                               const float *sink, float scale, int h0, int h1)
+{
+    for (int h = h0; h < h1; h++) {
+        const float *qh = q + (size_t)h * dim;
+        float *o = out + (size_t)h * dim;
+        for (int i = 0; i < dim; i++)
+            o[i] = 0.0f;
+        if (n_kv <= 0)
+            continue;
+        float m = -INFINITY;
+        for (int j = 0; j < n_kv; j++)
+            m = fmaxf(m, dot_f32_bf16(qh, kv[j], dim) * scale);
+        float den = 0.0f;
+        for (int j = 0; j < n_kv; j++) {
+            float e = expf(dot_f32_bf16(qh, kv[j], dim) * scale - m);
+            den += e;
+            float p = fmt_round_bf16(e);
+            for (int i = 0; i < dim; i++)
+                o[i] += p * fmt_bf16_to_f32(kv[j][i]);
+        }
+        den += expf(sink[h] - m);
+        for (int i = 0; i < dim; i++)
+            o[i] /= den;
+    }
+}
+
 /* Twice the e2m1 value of each code: FP4 values are multiples of 1/2, so
  * doubled they are integers and the dot products are exact. */
 static const int8_t e2m1_x2[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
@@ -218,6 +256,7 @@ static const dsv4_kernels scalar_table = {
     .matmul_fp4_e4m3act = matmul_fp4_scalar,
     .index_scores = index_scores_scalar,
     .attend = attend_scalar,
+    .attend_bf16 = attend_bf16_scalar,
     .index_scores_fp4 = index_scores_fp4_scalar,
     .swiglu = ops_swiglu,
     .fp4_quant_sim = fmt_fp4_quant_sim,

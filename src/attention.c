@@ -86,6 +86,11 @@ struct attn_state {
     float *cos_e, *sin_e;        /* [rope_dim/2] at a compressed entry's position */
     float *entry;                /* [head_dim] one pooled entry */
     const float **kv_rows;       /* [window + visible compressed] */
+    /* Release numerics where the kernels have attend_bf16: the window ring
+     * and the entries also as bf16 (their values are bf16 numbers), which
+     * that kernel reads; NULL otherwise. */
+    uint16_t *window_b, *entries_b;
+    const uint16_t **kv_rows_b;  /* [max_rows] */
     float *scores;               /* [max_entries] */
     int *selected, *topk_scratch;/* [max_entries] */
 
@@ -96,6 +101,7 @@ struct attn_state {
     int workers;
     float *w_cos, *w_sin;        /* [workers][rope_dim/2] */
     const float **w_rows;        /* [workers][max_rows] */
+    const uint16_t **w_rows_b;   /* [workers][max_rows], with window_b */
     float *w_scores;             /* [workers][max_entries] (CSA) */
     int *w_selected, *w_topk;    /* [workers][max_entries] (CSA) */
     int max_rows;
@@ -199,6 +205,13 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
     }
     st->kv_rows = xcalloc(max_rows, sizeof(float *), &failed);
     st->max_rows = (int)max_rows;
+    int bf16_rows = release && e->k->attend_bf16;
+    if (bf16_rows) {
+        st->window_b = xcalloc((size_t)st->ring * hd, sizeof(uint16_t), &failed);
+        if (kind != DSV4_LAYER_WINDOW)
+            st->entries_b = xcalloc(me * hd, sizeof(uint16_t), &failed);
+        st->kv_rows_b = xcalloc(max_rows, sizeof(uint16_t *), &failed);
+    }
     st->workers = omp_get_max_threads();
     if (st->workers > max_chunk)
         st->workers = max_chunk;
@@ -209,6 +222,8 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
     st->w_cos = xcalloc(w * half, sizeof(float), &failed);
     st->w_sin = xcalloc(w * half, sizeof(float), &failed);
     st->w_rows = xcalloc(w * max_rows, sizeof(float *), &failed);
+    if (bf16_rows)
+        st->w_rows_b = xcalloc(w * max_rows, sizeof(uint16_t *), &failed);
     if (kind == DSV4_LAYER_CSA) {
         st->w_scores = xcalloc(w * me, sizeof(float), &failed);
         st->w_selected = xcalloc(w * me, sizeof(int), &failed);
@@ -229,6 +244,10 @@ void attn_state_free(attn_state *st)
         return;
     free(st->window);
     free(st->entries);
+    free(st->window_b);
+    free(st->entries_b);
+    free(st->kv_rows_b);
+    free(st->w_rows_b);
     free(st->index_keys);
     free(st->index_fp4);
     free(st->index_fp4_scales);
@@ -442,6 +461,13 @@ static void rope_vectors(float *v, int n_vec, int dim, int rope_dim, const float
     }
 }
 
+/* The bf16 copy of a key=value row whose values are bf16 numbers (release). */
+static void to_bf16(uint16_t *dst, const float *src, int n)
+{
+    for (int i = 0; i < n; i++)
+        dst[i] = fmt_f32_to_bf16(src[i]);
+}
+
 /* Step 2, the part that changes the state, for row i of sc's projections,
  * the token at position t of the sequence whose state is st (sc == st for a
  * chunk of one sequence), in token order: its key enters the window ring, and
@@ -459,6 +485,8 @@ static void advance_state(const dsv4_engine *e, const dsv4_layer_weights *L, att
     if (release)
         fmt_act_quant_sim(kv, (size_t)(hd - rd), 64);
     memcpy(st->window + (size_t)(t % st->ring) * hd, kv, (size_t)hd * sizeof *kv);
+    if (st->window_b)
+        to_bf16(st->window_b + (size_t)(t % st->ring) * hd, kv, hd);
 
     double t0 = prof_begin(prof);
     if (st->kind == DSV4_LAYER_CSA) {
@@ -487,6 +515,8 @@ static void advance_state(const dsv4_engine *e, const dsv4_layer_weights *L, att
             rope_cos_sin(st->cos_e, st->sin_e, inv_freq, rd / 2, t + 1 - st->ratio);
             compressor_finish_entry(entry, hd, L->compressor.norm, c->norm_eps, rd, st->cos_e, st->sin_e,
                                     release, 0);
+            if (st->entries_b)
+                to_bf16(st->entries_b + (size_t)st->n_entries * hd, entry, hd);
             st->n_entries++;
         }
         prof_end(prof, DSV4_PROF_COMPRESSOR, t0);
@@ -501,8 +531,8 @@ static void advance_state(const dsv4_engine *e, const dsv4_layer_weights *L, att
  * never writes it. */
 static void attend_row(const dsv4_engine *e, const dsv4_layer_weights *L, const attn_state *st, attn_state *sc,
                        int i, long t, int n_entries, int n_keys, const float *cos_t, const float *sin_t,
-                       const float **kv_rows, float *scores, int *selected, int *topk_scratch, int heads_parallel,
-                       int release, prof_counters *prof)
+                       const float **kv_rows, const uint16_t **kv_rows_b, float *scores, int *selected,
+                       int *topk_scratch, int heads_parallel, int release, prof_counters *prof)
 {
     const dsv4_config *c = &e->cfg;
     int hd = c->head_dim, H = c->n_heads, rd = c->rope_dim, win = c->window;
@@ -529,16 +559,24 @@ static void attend_row(const dsv4_engine *e, const dsv4_layer_weights *L, const 
         prof_end(prof, DSV4_PROF_INDEXER, t0);
     }
 
-    int n_rows = 0;
+    /* the rows: window positions, then entries (HCA: all; CSA: the selected),
+     * as fp32 rows or their bf16 copies */
+    int n_rows = 0, bf16_rows = st->window_b != NULL;
     long first = t - win + 1 > 0 ? t - win + 1 : 0;
-    for (long p = first; p <= t; p++)
-        kv_rows[n_rows++] = st->window + (size_t)(p % st->ring) * hd;
-    if (st->kind == DSV4_LAYER_HCA) {
-        for (int j = 0; j < n_entries; j++)
-            kv_rows[n_rows++] = st->entries + (size_t)j * hd;
-    } else if (st->kind == DSV4_LAYER_CSA) {
-        for (int j = 0; j < n_selected; j++)
-            kv_rows[n_rows++] = st->entries + (size_t)selected[j] * hd;
+    for (long p = first; p <= t; p++, n_rows++) {
+        size_t off = (size_t)(p % st->ring) * hd;
+        if (bf16_rows)
+            kv_rows_b[n_rows] = st->window_b + off;
+        else
+            kv_rows[n_rows] = st->window + off;
+    }
+    int n_comp = st->kind == DSV4_LAYER_HCA ? n_entries : st->kind == DSV4_LAYER_CSA ? n_selected : 0;
+    for (int j = 0; j < n_comp; j++, n_rows++) {
+        size_t off = (size_t)(st->kind == DSV4_LAYER_HCA ? j : selected[j]) * hd;
+        if (bf16_rows)
+            kv_rows_b[n_rows] = st->entries_b + off;
+        else
+            kv_rows[n_rows] = st->entries + off;
     }
 
     if (prof)
@@ -546,15 +584,17 @@ static void attend_row(const dsv4_engine *e, const dsv4_layer_weights *L, const 
     float *o = sc->o + (size_t)i * H * hd;
     const dsv4_kernels *k = e->k;
     const float *const *rows = kv_rows;
+    const uint16_t *const *rows_b = kv_rows_b;
     float scale = 1.0f / sqrtf((float)hd);
-    if (heads_parallel) {
-        /* Heads in fours: the kernel reads each key row once for up to 4 heads. */
-        int groups = (H + 3) / 4;
-#pragma omp parallel for schedule(static)
-        for (int g = 0; g < groups; g++)
-            k->attend(o, q, hd, rows, n_rows, L->attn_sink, scale, release, 4 * g, 4 * g + 4 < H ? 4 * g + 4 : H);
-    } else {
-        k->attend(o, q, hd, rows, n_rows, L->attn_sink, scale, release, 0, H);
+    /* Heads in fours: the kernels read each key row once for up to 4 heads. */
+    int groups = heads_parallel ? (H + 3) / 4 : 1, per = heads_parallel ? 4 : H;
+#pragma omp parallel for schedule(static) if (heads_parallel)
+    for (int g = 0; g < groups; g++) {
+        int h0 = g * per, h1 = h0 + per < H ? h0 + per : H;
+        if (bf16_rows)
+            k->attend_bf16(o, q, hd, rows_b, n_rows, L->attn_sink, scale, h0, h1);
+        else
+            k->attend(o, q, hd, rows, n_rows, L->attn_sink, scale, release, h0, h1);
     }
     if (release)
         fmt_round_bf16_array(o, (size_t)H * hd);
@@ -569,8 +609,8 @@ static void attend_token(const dsv4_engine *e, const dsv4_layer_weights *L, attn
                                                           : e->tables->inv_freq_compressed;
     rope_cos_sin(st->cos_t, st->sin_t, inv_freq, e->cfg.rope_dim / 2, t);
     advance_state(e, L, st, sc, i, t, st->cos_t, st->sin_t, release, prof);
-    attend_row(e, L, st, sc, i, t, st->n_entries, st->n_index_keys, st->cos_t, st->sin_t, st->kv_rows, st->scores,
-               st->selected, st->topk_scratch, heads_parallel, release, prof);
+    attend_row(e, L, st, sc, i, t, st->n_entries, st->n_index_keys, st->cos_t, st->sin_t, st->kv_rows, st->kv_rows_b,
+               st->scores, st->selected, st->topk_scratch, heads_parallel, release, prof);
 }
 
 /* Step 2 for rows 0..n-1 of st's own scratch, the next n tokens of its
@@ -611,7 +651,9 @@ static void attend_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, attn
         double r0 = enabled ? prof_now() : 0.0;
         rope_cos_sin(cos_t, sin_t, inv_freq, half, pos0 + i);
         attend_row(e, L, st, st, i, pos0 + i, st->vis_entries[i], st->vis_keys[i], cos_t, sin_t,
-                   st->w_rows + (size_t)w * st->max_rows, st->w_scores ? st->w_scores + (size_t)w * me : NULL,
+                   st->w_rows + (size_t)w * st->max_rows,
+                   st->w_rows_b ? st->w_rows_b + (size_t)w * st->max_rows : NULL,
+                   st->w_scores ? st->w_scores + (size_t)w * me : NULL,
                    st->w_selected ? st->w_selected + (size_t)w * me : NULL,
                    st->w_topk ? st->w_topk + (size_t)w * me : NULL, 0, release, &row_prof[i]);
         row_prof[i].s.seconds = enabled ? prof_now() - r0 : 0.0;

@@ -785,6 +785,75 @@ static void test_attend(void **state)
         }
 }
 
+/* attend_bf16 over bf16 rows: the scalar reference gives attend's bits on
+ * the widened rows; every table's version agrees with the double reference
+ * as attend with bf16 probabilities does. Odd row counts (the weighted sum
+ * takes rows in pairs), dims that are no multiple of 32 or 64, past the
+ * kernels' stack of scores, head ranges that are no multiple of 4. */
+static void check_attend_bf16(const dsv4_kernels *kt, int heads, int dim, int n_kv, int h0, int h1)
+{
+    attn_case c = make_attn(heads, dim, n_kv, 1300 + n_kv + dim);
+    fmt_round_bf16_array(c.q, (size_t)heads * dim);
+    fmt_round_bf16_array(c.kvbuf, (size_t)n_kv * dim);
+    uint16_t *bits = malloc((size_t)(n_kv ? n_kv : 1) * dim * sizeof *bits);
+    const uint16_t **rows = malloc((size_t)(n_kv ? n_kv : 1) * sizeof *rows);
+    for (int j = 0; j < n_kv; j++) {
+        for (int i = 0; i < dim; i++)
+            bits[(size_t)j * dim + i] = fmt_f32_to_bf16(c.kv[j][i]);
+        rows[j] = bits + (size_t)j * dim;
+    }
+    float scale = 1.0f / sqrtf((float)dim);
+    size_t len = (size_t)heads * dim;
+    float *out = malloc(len * sizeof *out), *outs = malloc(len * sizeof *outs), *outf = malloc(len * sizeof *outf);
+    double *ref = malloc((size_t)dim * sizeof *ref);
+    for (size_t i = 0; i < len; i++)
+        out[i] = outs[i] = outf[i] = 99.0f;
+    kt->attend_bf16(out, c.q, dim, rows, n_kv, c.sink, scale, h0, h1);
+    kernels_scalar()->attend_bf16(outs, c.q, dim, rows, n_kv, c.sink, scale, h0, h1);
+    kernels_scalar()->attend(outf, c.q, dim, (const float *const *)c.kv, n_kv, c.sink, scale, 1, h0, h1);
+    assert_memory_equal(outs, outf, len * sizeof *outs);
+    for (int h = 0; h < heads; h++) {
+        if (h < h0 || h >= h1) { /* other heads untouched */
+            for (int i = 0; i < dim; i++)
+                assert_true(out[h * dim + i] == 99.0f);
+            continue;
+        }
+        attend_ref(ref, &c, h, dim, n_kv, scale, 1);
+        for (int i = 0; i < dim; i++)
+            if (!(fabs(out[h * dim + i] - ref[i]) <= 4e-3)) {
+                print_error("%s attend_bf16 h=%d i=%d dim=%d n_kv=%d: %g ref %g\n", kt->isa, h, i, dim, n_kv,
+                            out[h * dim + i], ref[i]);
+                fail();
+            }
+    }
+    free(out);
+    free(outs);
+    free(outf);
+    free(ref);
+    free(rows);
+    free(bits);
+    free_attn(&c);
+}
+
+static void test_attend_bf16(void **state)
+{
+    (void)state;
+    const dsv4_kernels *kts[1 + MAX_SIMD];
+    int n = all_tables(kts), tested = 0;
+    for (int i = 0; i < n; i++) {
+        if (!kts[i]->attend_bf16)
+            continue;
+        tested++;
+        check_attend_bf16(kts[i], 64, 512, 640, 0, 64);
+        check_attend_bf16(kts[i], 3, 37, 5, 0, 3);
+        check_attend_bf16(kts[i], 2, 512, 1, 0, 2);
+        check_attend_bf16(kts[i], 6, 128, 129, 1, 6);
+        check_attend_bf16(kts[i], 5, 72, 2501, 0, 5);
+        check_attend_bf16(kts[i], 4, 96, 0, 0, 4);
+    }
+    assert_true(tested >= 1); /* the scalar reference at least */
+}
+
 /* bf16 rounding of the probabilities is visible: with one key at weight
  * e = exp(z - m) = 1 and another at exp(-0.01) (not a bf16 value), the
  * output differs between the two modes exactly as computed by hand. */
@@ -1301,6 +1370,7 @@ int main(void)
         cmocka_unit_test(test_e4m3act_bf16_inputs),
         cmocka_unit_test(test_e4m3act_scale_range),
         cmocka_unit_test(test_attend),
+        cmocka_unit_test(test_attend_bf16),
         cmocka_unit_test(test_attend_bf16_probs_by_hand),
         cmocka_unit_test(test_attend_edges),
         cmocka_unit_test(test_topk),

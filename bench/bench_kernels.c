@@ -330,76 +330,55 @@ static void bench_indexer(int n_keys, double bw, double vnni_peak)
     free(raw);
 }
 
-/* bench_attend's shape through attend_bf16 (release numerics over bf16
- * rows, where the table has it), 4 heads per call, against the bf16 dot
- * peak; and over 4096 + 128 rows (an HCA layer at 512K tokens). */
-static void bench_attend_bf16(double peak, int n_comp, int group)
+/* One query, 64 heads x 512, over n_comp gathered + 128 window entries;
+ * heads split over threads, `group` heads per call (the vector kernels
+ * share each row they load among their group). bf16: through attend_bf16
+ * (release numerics over bf16 rows, where the table has it) against the
+ * bf16 dot peak, else attend against the FMA peak. */
+static void bench_attend(double peak, int n_comp, int group, int bf16)
 {
     const int heads = 64, dim = 512, n_kv = n_comp + 128;
     float *q = make_x((size_t)heads * dim), *kvf = make_x((size_t)n_kv * dim);
     uint16_t *kvb = big((size_t)n_kv * dim * sizeof *kvb);
     float *out = big((size_t)heads * dim * sizeof *out), sink[64];
-    const uint16_t **kv = malloc(n_kv * sizeof *kv);
+    const float **kv = malloc(n_kv * sizeof *kv);
+    const uint16_t **kv_b = malloc(n_kv * sizeof *kv_b);
     for (size_t i = 0; i < (size_t)heads * dim; i++)
         q[i] = fmt_round_bf16(q[i]);
     for (size_t i = 0; i < (size_t)n_kv * dim; i++)
         kvb[i] = fmt_f32_to_bf16(kvf[i]);
-    for (int j = 0; j < n_kv; j++)
-        kv[j] = kvb + (size_t)((j * 7919) % n_kv) * dim;
+    for (int j = 0; j < n_kv; j++) { /* rows in scattered order, as gathered */
+        kv[j] = kvf + (size_t)((j * 7919) % n_kv) * dim;
+        kv_b[j] = kvb + (size_t)((j * 7919) % n_kv) * dim;
+    }
     for (int h = 0; h < heads; h++)
         sink[h] = 0.1f;
     double best = 1e30;
     for (int p = 0; p < 5; p++) {
         double t0 = now();
 #pragma omp parallel for schedule(static)
-        for (int h = 0; h < heads; h += group)
-            K->attend_bf16(out, q, dim, kv, n_kv, sink, 0.044f, h, h + group);
+        for (int h = 0; h < heads; h += group) {
+            int h1 = h + group < heads ? h + group : heads;
+            if (bf16)
+                K->attend_bf16(out, q, dim, kv_b, n_kv, sink, 0.044f, h, h1);
+            else
+                K->attend(out, q, dim, kv, n_kv, sink, 0.044f, 1, h, h1);
+        }
         double t = now() - t0;
         if (t < best)
             best = t;
     }
-    char shape[64];
+    char kernel[64], shape[64];
+    snprintf(kernel, sizeof kernel, "%s (%d head%s/call)", bf16 ? "attend_bf16" : "attend", group,
+             group > 1 ? "s" : "");
     snprintf(shape, sizeof shape, "64h x 512, %d+128 kv", n_comp);
-    char kernel[64];
-    snprintf(kernel, sizeof kernel, "attend_bf16 (%d heads/call)", group);
-    report(kernel, shape, K->isa, best, 4.0 * heads * n_kv * dim / best / 1e9, peak,
-           "GFLOP/s");
+    report(kernel, shape, K->isa, best, 4.0 * heads * n_kv * dim / best / 1e9, peak, "GFLOP/s");
     free(q);
     free(kvf);
     free(kvb);
     free(out);
     free(kv);
-}
-
-/* One query, 64 heads x 512, over 512 gathered + 128 window entries; heads
- * split over threads, `group` heads per call (src/attention.c calls one head
- * at a time; the vector kernels share each row they load among up to 4). */
-static void bench_attend(double fma_peak, int group)
-{
-    const int heads = 64, dim = 512, n_kv = 640;
-    float *q = make_x((size_t)heads * dim), *kvb = make_x((size_t)n_kv * dim);
-    float *out = big((size_t)heads * dim * sizeof *out), sink[64];
-    const float **kv = malloc(n_kv * sizeof *kv);
-    for (int j = 0; j < n_kv; j++)
-        kv[j] = kvb + (size_t)((j * 7919) % n_kv) * dim;
-    for (int h = 0; h < heads; h++)
-        sink[h] = 0.1f;
-    double best = 1e30;
-    for (int p = 0; p < 5; p++) {
-        double t0 = now();
-#pragma omp parallel for schedule(static)
-        for (int h = 0; h < heads; h += group)
-            K->attend(out, q, dim, kv, n_kv, sink, 0.044f, 1, h, h + group < heads ? h + group : heads);
-        double t = now() - t0;
-        if (t < best)
-            best = t;
-    }
-    report(group == 1 ? "attend (1 head/call)" : "attend (4 heads/call)", "64h x 512, 512+128 kv", K->isa, best, 4.0 * heads * n_kv * dim / best / 1e9,
-           fma_peak, "GFLOP/s");
-    free(q);
-    free(kvb);
-    free(out);
-    free(kv);
+    free(kv_b);
 }
 
 int main(int argc, char **argv)
@@ -460,14 +439,13 @@ int main(int argc, char **argv)
         bench_indexer(262144, bw, vnni);
     }
     if (!only || !strcmp(only, "attend")) {
-        bench_attend(fma, 1);
-        bench_attend(fma, 4);
-        if (K->attend_bf16 && bf16 > 0) {
-            bench_attend_bf16(bf16, 512, 4);
-            bench_attend_bf16(bf16, 512, 8);
-            bench_attend_bf16(bf16, 4096, 4);
-            bench_attend_bf16(bf16, 4096, 8);
-        }
+        bench_attend(fma, 512, 1, 0);
+        bench_attend(fma, 512, 4, 0);
+        if (K->attend_bf16 && bf16 > 0) /* and an HCA layer at 512K tokens */
+            for (int n_comp = 512; n_comp <= 4096; n_comp *= 8) {
+                bench_attend(bf16, n_comp, 4, 1);
+                bench_attend(bf16, n_comp, 8, 1);
+            }
     }
     return 0;
 }

@@ -141,46 +141,28 @@ static void index_scores_scalar(float *scores, const float *q, const float *w, c
  * blocks of 64 keys, so its bf16 rounding is applied to exp(z_j - running
  * max); with one global max here the rounded values can differ in the last
  * bf16 bit when the running max changes across blocks. */
-static void attend_scalar(float *out, const float *q, int dim, const float *const *kv, int n_kv,
-                          const float *sink, float scale, int bf16_probs, int h0, int h1)
+/* Key=value rows as attend and attend_bf16 take them: fp32 values, or bf16
+ * bits widened where each is read (the same operations on the same values). */
+typedef struct {
+    const float *const *f32;
+    const uint16_t *const *bf16;
+} attend_rows;
+
+static inline float row_value(attend_rows kv, int j, int i)
 {
-    for (int h = h0; h < h1; h++) {
-        const float *qh = q + (size_t)h * dim;
-        float *o = out + (size_t)h * dim;
-        for (int i = 0; i < dim; i++)
-            o[i] = 0.0f;
-        if (n_kv <= 0)
-            continue;
-        float m = -INFINITY;
-        for (int j = 0; j < n_kv; j++)
-            m = fmaxf(m, dot_f32(qh, kv[j], dim) * scale);
-        float den = 0.0f;
-        for (int j = 0; j < n_kv; j++) {
-            float e = expf(dot_f32(qh, kv[j], dim) * scale - m);
-            den += e;
-            float p = bf16_probs ? fmt_round_bf16(e) : e;
-            for (int i = 0; i < dim; i++)
-                o[i] += p * kv[j][i];
-        }
-        den += expf(sink[h] - m);
-        for (int i = 0; i < dim; i++)
-            o[i] /= den;
-    }
+    return kv.bf16 ? fmt_bf16_to_f32(kv.bf16[j][i]) : kv.f32[j][i];
 }
 
-static float dot_f32_bf16(const float *a, const uint16_t *b, int n)
+static float row_dot(const float *q, attend_rows kv, int j, int dim)
 {
     float acc = 0.0f;
-    for (int i = 0; i < n; i++)
-        acc += a[i] * fmt_bf16_to_f32(b[i]);
+    for (int i = 0; i < dim; i++)
+        acc += q[i] * row_value(kv, j, i);
     return acc;
 }
 
-/* attend_scalar with bf16 probabilities over rows given as bf16 bits, each
- * value widened where it is read: the same operations in the same order, so
- * attend_scalar's bits on the widened rows. */
-static void attend_bf16_scalar(float *out, const float *q, int dim, const uint16_t *const *kv, int n_kv,
-                               const float *sink, float scale, int h0, int h1)
+static void attend_any(float *out, const float *q, int dim, attend_rows kv, int n_kv, const float *sink,
+                       float scale, int bf16_probs, int h0, int h1)
 {
     for (int h = h0; h < h1; h++) {
         const float *qh = q + (size_t)h * dim;
@@ -191,19 +173,33 @@ static void attend_bf16_scalar(float *out, const float *q, int dim, const uint16
             continue;
         float m = -INFINITY;
         for (int j = 0; j < n_kv; j++)
-            m = fmaxf(m, dot_f32_bf16(qh, kv[j], dim) * scale);
+            m = fmaxf(m, row_dot(qh, kv, j, dim) * scale);
         float den = 0.0f;
         for (int j = 0; j < n_kv; j++) {
-            float e = expf(dot_f32_bf16(qh, kv[j], dim) * scale - m);
+            float e = expf(row_dot(qh, kv, j, dim) * scale - m);
             den += e;
-            float p = fmt_round_bf16(e);
+            float p = bf16_probs ? fmt_round_bf16(e) : e;
             for (int i = 0; i < dim; i++)
-                o[i] += p * fmt_bf16_to_f32(kv[j][i]);
+                o[i] += p * row_value(kv, j, i);
         }
         den += expf(sink[h] - m);
         for (int i = 0; i < dim; i++)
             o[i] /= den;
     }
+}
+
+static void attend_scalar(float *out, const float *q, int dim, const float *const *kv, int n_kv,
+                          const float *sink, float scale, int bf16_probs, int h0, int h1)
+{
+    attend_any(out, q, dim, (attend_rows){kv, NULL}, n_kv, sink, scale, bf16_probs, h0, h1);
+}
+
+/* attend_scalar with bf16 probabilities over rows given as bf16 bits: its
+ * bits on the widened rows. */
+static void attend_bf16_scalar(float *out, const float *q, int dim, const uint16_t *const *kv, int n_kv,
+                               const float *sink, float scale, int h0, int h1)
+{
+    attend_any(out, q, dim, (attend_rows){NULL, kv}, n_kv, sink, scale, 1, h0, h1);
 }
 
 /* Twice the e2m1 value of each code: FP4 values are multiples of 1/2, so

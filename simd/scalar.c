@@ -132,15 +132,6 @@ static void index_scores_scalar(float *scores, const float *q, const float *w, c
     }
 }
 
-/* Two passes per head, as the official sparse_attn computes it:
- *   z_j = dot(q_h, kv_j) * scale;  m = max_j z_j (the sink does not enter the max);
- *   e_j = exp(z_j - m);  den = (sum_j e_j, j ascending) + exp(sink_h - m);
- *   out_h = (sum_j p_j kv_j, j ascending) / den, with p_j = bf16(e_j) if bf16_probs else e_j.
- * The denominator always sums the unrounded e_j (the official kernel rounds
- * only the PV operand). The official kernel runs an online softmax over
- * blocks of 64 keys, so its bf16 rounding is applied to exp(z_j - running
- * max); with one global max here the rounded values can differ in the last
- * bf16 bit when the running max changes across blocks. */
 /* Key=value rows as attend and attend_bf16 take them: fp32 values, or bf16
  * bits widened where each is read (the same operations on the same values). */
 typedef struct {
@@ -161,6 +152,15 @@ static float row_dot(const float *q, attend_rows kv, int j, int dim)
     return acc;
 }
 
+/* Two passes per head, as the official sparse_attn computes it:
+ *   z_j = dot(q_h, kv_j) * scale;  m = max_j z_j (the sink does not enter the max);
+ *   e_j = exp(z_j - m);  den = (sum_j e_j, j ascending) + exp(sink_h - m);
+ *   out_h = (sum_j p_j kv_j, j ascending) / den, with p_j = bf16(e_j) if bf16_probs else e_j.
+ * The denominator always sums the unrounded e_j (the official kernel rounds
+ * only the PV operand). The official kernel runs an online softmax over
+ * blocks of 64 keys, so its bf16 rounding is applied to exp(z_j - running
+ * max); with one global max here the rounded values can differ in the last
+ * bf16 bit when the running max changes across blocks. */
 static void attend_any(float *out, const float *q, int dim, attend_rows kv, int n_kv, const float *sink,
                        float scale, int bf16_probs, int h0, int h1)
 {

@@ -523,6 +523,18 @@ static void advance_state(const dsv4_engine *e, const dsv4_layer_weights *L, att
     }
 }
 
+/* Heads [h0, h1) of one query over its rows: the bf16 copies where the
+ * state keeps them (kv_rows_b non-NULL), else the fp32 rows. */
+static void attend_heads(const dsv4_kernels *k, float *o, const float *q, int hd, const float *const *kv_rows,
+                         const uint16_t *const *kv_rows_b, int n_rows, const float *sink, float scale, int release,
+                         int h0, int h1)
+{
+    if (kv_rows_b)
+        k->attend_bf16(o, q, hd, kv_rows_b, n_rows, sink, scale, h0, h1);
+    else
+        k->attend(o, q, hd, kv_rows, n_rows, sink, scale, release, h0, h1);
+}
+
 /* Step 2, the attention itself, for row i (position t), seeing the first
  * n_entries compressed entries and n_keys indexer keys of st (what the state
  * held right after this token's advance_state), with the given scratch.
@@ -583,18 +595,17 @@ static void attend_row(const dsv4_engine *e, const dsv4_layer_weights *L, const 
         prof->s.flops += 4.0 * H * hd * n_rows;
     float *o = sc->o + (size_t)i * H * hd;
     const dsv4_kernels *k = e->k;
-    const float *const *rows = kv_rows;
-    const uint16_t *const *rows_b = kv_rows_b;
     float scale = 1.0f / sqrtf((float)hd);
-    /* Heads in fours: the kernels read each key row once for up to 4 heads. */
-    int groups = heads_parallel ? (H + 3) / 4 : 1, per = heads_parallel ? 4 : H;
-#pragma omp parallel for schedule(static) if (heads_parallel)
-    for (int g = 0; g < groups; g++) {
-        int h0 = g * per, h1 = h0 + per < H ? h0 + per : H;
-        if (bf16_rows)
-            k->attend_bf16(o, q, hd, rows_b, n_rows, L->attn_sink, scale, h0, h1);
-        else
-            k->attend(o, q, hd, rows, n_rows, L->attn_sink, scale, release, h0, h1);
+    const uint16_t *const *rows_b = bf16_rows ? kv_rows_b : NULL;
+    if (heads_parallel) {
+        /* Heads in fours: the kernels read each key row once for up to 4 heads. */
+        int groups = (H + 3) / 4;
+#pragma omp parallel for schedule(static)
+        for (int g = 0; g < groups; g++)
+            attend_heads(k, o, q, hd, kv_rows, rows_b, n_rows, L->attn_sink, scale, release, 4 * g,
+                         4 * g + 4 < H ? 4 * g + 4 : H);
+    } else {
+        attend_heads(k, o, q, hd, kv_rows, rows_b, n_rows, L->attn_sink, scale, release, 0, H);
     }
     if (release)
         fmt_round_bf16_array(o, (size_t)H * hd);

@@ -251,6 +251,14 @@ static linear_job job(const dsv4_engine *e, const dsv4_linear *W, float *Y, size
     return j;
 }
 
+/* The rows [*a, returned) of the group's [g0, g1) that expert i takes
+ * (none where *a is not below it). */
+static inline int expert_rows(const moe_scratch *s, int i, int g0, int g1, int *a)
+{
+    *a = s->first[i] > g0 ? s->first[i] : g0;
+    return s->first[i + 1] < g1 ? s->first[i + 1] : g1;
+}
+
 /* Rows [g0, g1) of the expert-grouped rows: gather, w1/w3 of every expert
  * present, SwiGLU, w2, then each token's sum in row (= ascending expert)
  * order. */
@@ -266,13 +274,13 @@ static void run_group(const dsv4_engine *e, const dsv4_layer_weights *lw, moe_sc
      * each expert's from the input its w1 reads */
 #pragma omp parallel for schedule(dynamic, 8) if ((long)m * dim >= PAR_MIN && m > 1)
     for (int i = 0; i < E; i++) {
-        int a = s->first[i] > g0 ? s->first[i] : g0, b = s->first[i + 1] < g1 ? s->first[i + 1] : g1;
+        int a, b = expert_rows(s, i, g0, g1, &a);
         const float *src = quantizes_input(e, &lw->experts[i].w1) ? xq : x;
         for (int r = a; r < b; r++)
             memcpy(s->xe + (size_t)(r - g0) * dim, src + (size_t)s->row_token[r] * dim, row_bytes);
     }
     for (int i = 0; i < E; i++) {
-        int a = s->first[i] > g0 ? s->first[i] : g0, b = s->first[i + 1] < g1 ? s->first[i + 1] : g1;
+        int a, b = expert_rows(s, i, g0, g1, &a);
         if (a >= b)
             continue;
         const dsv4_expert_weights *ew = &lw->experts[i];
@@ -290,7 +298,7 @@ static void run_group(const dsv4_engine *e, const dsv4_layer_weights *lw, moe_sc
     swiglu_act(e, s->gate, s->up, m, inter, release ? s->row_weight + g0 : NULL, quantizes_input(e, &ew0->w2));
     n_jobs = 0;
     for (int i = 0; i < E; i++) {
-        int a = s->first[i] > g0 ? s->first[i] : g0, b = s->first[i + 1] < g1 ? s->first[i + 1] : g1;
+        int a, b = expert_rows(s, i, g0, g1, &a);
         if (a < b)
             s->jobs[n_jobs++] = job(e, &lw->experts[i].w2, s->down + (size_t)(a - g0) * dim, dim,
                                     s->gate + (size_t)(a - g0) * inter, inter, b - a);

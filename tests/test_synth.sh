@@ -58,5 +58,22 @@ for args in "--layers 2 --out $tmp/e" "--shape huge --layers 2 --out $tmp/e" "--
   { [ "$rc" -eq 2 ] || [ "$rc" -eq 1 ]; } && [ "$(wc -l <"$tmp/err")" -eq 1 ] && ok || bad "synth $args -> $rc: $(cat "$tmp/err")"
 done
 
+# dsv4 bench: every test at every depth, one JSON object each, in order;
+# malformed lists are one-line usage errors.
+if "$dsv4" bench -m "$tmp/a" -p 8 -n 3 -b 1,2 -r 1 --depth 0,140 --json --no-ceilings >"$tmp/bench.json" 2>"$tmp/err"; then
+  python3 - "$tmp/bench.json" <<'PY' && ok || bad "bench --json: $(cat "$tmp/bench.json")"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+got = [(r["test"], r["prompt"], r["gen"], r["batch"], r["depth"]) for r in rows]
+want = [(t, p, g, b, d) for d in (0, 140) for (t, p, g, b) in (("pp8", 8, 0, 1), ("tg3", 0, 3, 1), ("tg3", 0, 3, 2))]
+assert got == want, got
+assert all(r["tok_s"] > 0 and r["weight_bytes_per_token"] > 0 for r in rows), rows
+PY
+else bad "bench failed: $(cat "$tmp/err")"; fi
+for args in "--depth 0,x" "--depth -1" "--depth 1,2,3,4,5,6,7,8,9" "-b 1,,2" "-b 65"; do
+  "$dsv4" bench -m "$tmp/a" $args --no-ceilings >/dev/null 2>"$tmp/err"; rc=$?
+  [ "$rc" -eq 2 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && ok || bad "bench $args -> $rc: $(cat "$tmp/err")"
+done
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common_opts.h"
 #include "../../bench/roofline.h"
@@ -23,13 +24,18 @@ static const char *help =
     "  -n, --gen N            decode test of N tokens (default 128; 0 = none)\n"
     "  -b, --batch LIST       decode batch sizes, comma-separated (default 1,16)\n"
     "  -r, --reps R           repetitions of each test (default 3; one warm-up run more)\n"
-    "      --depth D          tokens already in each sequence before a test (default 0)\n"
+    "  -d, --depth LIST       tokens already in each sequence before a test, comma-separated:\n"
+    "                         every test runs at each depth (default 0; filled again\n"
+    "                         before each run, with progress on a terminal)\n"
     "      --json | --csv | --md   output format (default md)\n"
     "      --profile          time per token by part (attention by kind, indexer, ...)\n"
     "      --no-ceilings      skip the bandwidth and peak probes (ratios print as 0)\n";
 
-enum { O_DEPTH = OPT_COMMAND, O_JSON, O_CSV, O_MD, O_PROFILE, O_NOCEIL };
+enum { O_JSON = OPT_COMMAND, O_CSV, O_MD, O_PROFILE, O_NOCEIL };
 enum { FMT_MD, FMT_JSON, FMT_CSV };
+#define MAX_BATCHES 16
+#define MAX_DEPTHS 8
+#define MAX_DEPTH (1 << 22)
 
 typedef struct {
     const char *test;
@@ -83,6 +89,24 @@ static void add_stats(dsv4_stats *sum, dsv4_session *const *s, int n)
     }
 }
 
+/* Feeds the depth's tokens to a session; on a terminal, in pieces with a
+ * progress line (a long depth takes minutes per run). Pieces give the same
+ * state as one call: results do not depend on how a prompt is cut. */
+#define DEPTH_PIECE 8192
+
+static int fill_depth(dsv4_session *s, const int32_t *toks, int depth, const char *what, dsv4_error *err)
+{
+    int show = isatty(STDERR_FILENO) && depth > DEPTH_PIECE;
+    for (int done = 0; done < depth;) {
+        int len = show && depth - done > DEPTH_PIECE ? DEPTH_PIECE : depth - done;
+        if (dsv4_session_feed(s, toks + done, len, NULL, 0, err)) return -1;
+        done += len;
+        if (show) fprintf(stderr, "\rbench: %s: depth %d/%d ", what, done, depth);
+    }
+    if (show) fprintf(stderr, "\r%*s\r", 72, "");
+    return 0;
+}
+
 /* One test: reps+1 runs (the first warms caches and page tables, not counted). */
 static int run_test(dsv4_engine *e, int prefill, int P, int N, int B, int depth, int reps, int profile,
                     result *r, dsv4_error *err)
@@ -107,8 +131,11 @@ static int run_test(dsv4_engine *e, int prefill, int P, int N, int B, int depth,
     memset(&acc, 0, sizeof acc);
     for (int rep = 0; rep <= reps; rep++) {
         for (int i = 0; i < B; i++) {
+            char what[96];
+            snprintf(what, sizeof what, "%s%d b%d, run %d of %d, sequence %d", prefill ? "pp" : "tg", len, B,
+                     rep + 1, reps + 1, i + 1);
             dsv4_session_reset(s[i]);
-            if (depth && dsv4_session_feed(s[i], toks + (size_t)i * (depth + len + 1), depth, NULL, 0, err)) goto done;
+            if (depth && fill_depth(s[i], toks + (size_t)i * (depth + len + 1), depth, what, err)) goto done;
             dsv4_session_stats_reset(s[i]);
         }
         double t0 = now_s();
@@ -200,7 +227,10 @@ static void print_result(int fmt, const result *r, const ceilings *c, int profil
 static void print_profile_md(const result *rs, int n)
 {
     printf("\n| ms/token |");
-    for (int i = 0; i < n; i++) printf(" %s%d b%d |", rs[i].test, rs[i].prompt ? rs[i].prompt : rs[i].gen, rs[i].batch);
+    for (int i = 0; i < n; i++) {
+        printf(" %s%d b%d", rs[i].test, rs[i].prompt ? rs[i].prompt : rs[i].gen, rs[i].batch);
+        printf(rs[i].depth ? " @%d |" : " |", rs[i].depth);
+    }
     printf("\n|---|");
     for (int i = 0; i < n; i++) printf("---:|");
     printf("\n");
@@ -216,13 +246,14 @@ static void print_profile_md(const result *rs, int n)
     }
 }
 
-static int parse_batches(const char *s, int *b, int max)
+/* A comma-separated list of at most max integers in [lo, hi]: its length, or -1. */
+static int parse_list(const char *s, int *b, int max, long lo, long hi)
 {
     int n = 0;
     while (*s) {
         char *end;
         long v = strtol(s, &end, 10);
-        if (end == s || v < 1 || v > DSV4_BATCH_MAX || n == max) return -1;
+        if (end == s || v < lo || v > hi || n == max) return -1;
         b[n++] = (int)v;
         s = end;
         if (*s == ',') s++;
@@ -237,16 +268,16 @@ int cmd_bench(int argc, char **argv)
         COMMON_LONG_OPTS,
         {"prompt", required_argument, 0, 'p'}, {"gen", required_argument, 0, 'n'},
         {"batch", required_argument, 0, 'b'},  {"reps", required_argument, 0, 'r'},
-        {"depth", required_argument, 0, O_DEPTH}, {"json", no_argument, 0, O_JSON},
+        {"depth", required_argument, 0, 'd'},  {"json", no_argument, 0, O_JSON},
         {"csv", no_argument, 0, O_CSV},        {"md", no_argument, 0, O_MD},
         {"profile", no_argument, 0, O_PROFILE}, {"no-ceilings", no_argument, 0, O_NOCEIL},
         {0, 0, 0, 0}};
-    int P = 512, N = 128, reps = 3, depth = 0, fmt = FMT_MD, profile = 0, ceil_probe = 1;
-    int batches[16] = {1, 16}, n_batches = 2;
+    int P = 512, N = 128, reps = 3, fmt = FMT_MD, profile = 0, ceil_probe = 1;
+    int batches[MAX_BATCHES] = {1, 16}, n_batches = 2, depths[MAX_DEPTHS] = {0}, n_depths = 1;
     long v;
     int c;
     cli_parser prs;
-    cli_parser_init(&prs, "bench", help, ":m:t:p:n:b:r:h", longs, argc, argv);
+    cli_parser_init(&prs, "bench", help, ":m:t:p:n:b:r:d:h", longs, argc, argv);
     while ((c = cli_next_option(&prs)) != CLI_END) {
         switch (c) {
         case CLI_EXIT: return prs.status;
@@ -257,20 +288,21 @@ int cmd_bench(int argc, char **argv)
             *(c == 'p' ? &P : &N) = (int)v;
             break;
         case 'b':
-            n_batches = parse_batches(optarg, batches, 16);
+            n_batches = parse_list(optarg, batches, MAX_BATCHES, 1, DSV4_BATCH_MAX);
             if (n_batches <= 0)
-                return cli_usage_error("bench", "-b needs batch sizes 1..%d separated by commas, got '%s'",
-                                       DSV4_BATCH_MAX, optarg);
+                return cli_usage_error("bench", "-b needs 1 to %d batch sizes 1..%d separated by commas, got '%s'",
+                                       MAX_BATCHES, DSV4_BATCH_MAX, optarg);
             break;
         case 'r':
             if (cli_parse_int(optarg, 1, 1000, &v))
                 return cli_usage_error("bench", "-r needs 1 to 1000 repetitions, got '%s'", optarg);
             reps = (int)v;
             break;
-        case O_DEPTH:
-            if (cli_parse_int(optarg, 0, 1 << 22, &v))
-                return cli_usage_error("bench", "--depth needs a token count, got '%s'", optarg);
-            depth = (int)v;
+        case 'd':
+            n_depths = parse_list(optarg, depths, MAX_DEPTHS, 0, MAX_DEPTH);
+            if (n_depths <= 0)
+                return cli_usage_error("bench", "--depth needs 1 to %d token counts 0..%d separated by commas, got '%s'",
+                                       MAX_DEPTHS, MAX_DEPTH, optarg);
             break;
         case O_JSON: fmt = FMT_JSON; break;
         case O_CSV: fmt = FMT_CSV; break;
@@ -297,32 +329,35 @@ int cmd_bench(int argc, char **argv)
                 ceil.peak_isa);
     }
 
-    result rs[17];
+    result rs[MAX_DEPTHS * (MAX_BATCHES + 1)];
     int n_res = 0, status = 0;
     if (fmt == FMT_MD)
         printf("\n%s\n\n", desc);
-    for (int t = -1; t < n_batches && !status; t++) {
-        result *r = &rs[n_res];
-        memset(r, 0, sizeof *r);
-        r->depth = depth;
-        if (t < 0) {
-            if (P <= 0) continue;
-            r->test = "pp";
-            r->prompt = P;
-            r->batch = 1;
-        } else {
-            if (N <= 0) break;
-            r->test = "tg";
-            r->gen = N;
-            r->batch = batches[t];
+    for (int d = 0; d < n_depths && !status; d++) {
+        int depth = depths[d];
+        for (int t = -1; t < n_batches && !status; t++) {
+            result *r = &rs[n_res];
+            memset(r, 0, sizeof *r);
+            r->depth = depth;
+            if (t < 0) {
+                if (P <= 0) continue;
+                r->test = "pp";
+                r->prompt = P;
+                r->batch = 1;
+            } else {
+                if (N <= 0) break;
+                r->test = "tg";
+                r->gen = N;
+                r->batch = batches[t];
+            }
+            if (run_test(e, t < 0, P, N, r->batch, depth, reps, profile, r, &err)) {
+                status = cli_error("bench", "%s", err.message);
+                break;
+            }
+            print_result(fmt, r, &ceil, profile, n_res == 0);
+            fflush(stdout);
+            n_res++;
         }
-        if (run_test(e, t < 0, P, N, r->batch, depth, reps, profile, r, &err)) {
-            status = cli_error("bench", "%s", err.message);
-            break;
-        }
-        print_result(fmt, r, &ceil, profile, n_res == 0);
-        fflush(stdout);
-        n_res++;
     }
     if (!status && profile && fmt == FMT_MD && n_res) print_profile_md(rs, n_res);
     dsv4_engine_close(e);

@@ -69,7 +69,7 @@ static const dsv4_kernels *avx512_or_null(void)
  * decode included, because one-token steps must give the bits prefill gives;
  * on the Sapphire Rapids machine measured, AMX made 64-token products 3-4x
  * faster than the fp32 kernels and prefill 2.0-2.2x, but one-token decode
- * 10-25% slower (bench/README.md, round 6), and decode speed is what most
+ * 10-25% slower (bench/history.md, round 6), and decode speed is what most
  * runs need. */
 static const dsv4_kernels *amx_or_null(void)
 {

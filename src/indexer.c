@@ -74,7 +74,7 @@ void indexer_scores_fp4(const dsv4_kernels *k, float *scores, const int8_t *q_co
      * least FP4_CALL_MIN keys. One call per thread, all equal (as before),
      * left every thread waiting for the slowest: on the 16-core Sapphire
      * Rapids VM, two calls, eight alternations, medians 3000 -> 3790 GOP/s
-     * over 64K keys and 3080 -> 3750 over 256K (bench/README.md, round
+     * over 64K keys and 3080 -> 3750 over 256K (bench/history.md, round
      * 11). The kernel prepares the query once per call
      * (avx512_vnni_shifted.c), and calls of 256 keys ran 12% slower than
      * calls of 8192 (Zen 5, one core): hence the floor. Whole key groups

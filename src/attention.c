@@ -59,7 +59,7 @@ struct attn_state {
 
     float *window;               /* ring [ring][head_dim]: position p in row p % ring */
     int ring;                    /* window + max_chunk: a whole chunk's keys fit beside the window of its first token */
-    float *entries;              /* [max_entries][head_dim] compressed KV */
+    float *entries;              /* [max_entries][head_dim] compressed KV (NULL with entries_b) */
     int n_entries;
     float *index_keys;           /* CSA, plain: [max_entries][index_head_dim] */
     uint8_t *index_fp4;          /* CSA, release: the keys as FP4 codes and e8m0 scales, */
@@ -87,8 +87,8 @@ struct attn_state {
     float *entry;                /* [head_dim] one pooled entry */
     const float **kv_rows;       /* [window + visible compressed] */
     /* Release numerics where the kernels have attend_bf16: the window ring
-     * and the entries also as bf16 (their values are bf16 numbers), which
-     * that kernel reads; NULL otherwise. */
+     * also as bf16 and the entries only as bf16 (their values are bf16
+     * numbers), which that kernel reads; NULL otherwise. */
     uint16_t *window_b, *entries_b;
     const uint16_t **kv_rows_b;  /* [max_rows] */
     float *scores;               /* [max_entries] */
@@ -171,10 +171,15 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
     st->sin_e = xcalloc((size_t)c->rope_dim / 2, sizeof(float), &failed);
     st->entry = xcalloc(hd, sizeof(float), &failed);
     size_t max_rows = (size_t)c->window;
+    /* Release numerics where the kernels read bf16 rows: the entries are
+     * kept only as bf16 (their values are bf16 numbers), a third of the
+     * fp32 entries plus their copy, each pooled in st->entry first. */
+    int bf16_rows = release && e->k->attend_bf16;
     if (kind != DSV4_LAYER_WINDOW) {
         int overlap = kind == DSV4_LAYER_CSA;
         size_t cw = (size_t)(1 + overlap) * hd;
-        st->entries = xcalloc(me * hd, sizeof(float), &failed);
+        if (!bf16_rows)
+            st->entries = xcalloc(me * hd, sizeof(float), &failed);
         st->ca = xcalloc(ch * cw, sizeof(float), &failed);
         st->cg = xcalloc(ch * cw, sizeof(float), &failed);
         if (!failed && compressor_state_init(&st->comp, ratio, c->head_dim, overlap) != 0)
@@ -205,7 +210,6 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
     }
     st->kv_rows = xcalloc(max_rows, sizeof(float *), &failed);
     st->max_rows = (int)max_rows;
-    int bf16_rows = release && e->k->attend_bf16;
     if (bf16_rows) {
         st->window_b = xcalloc((size_t)st->ring * hd, sizeof(uint16_t), &failed);
         if (kind != DSV4_LAYER_WINDOW)
@@ -507,7 +511,7 @@ static void advance_state(const dsv4_engine *e, const dsv4_layer_weights *L, att
         t0 = prof_begin(prof);
     }
     if (st->kind != DSV4_LAYER_WINDOW) {
-        float *entry = st->entries + (size_t)st->n_entries * hd;
+        float *entry = st->entries_b ? st->entry : st->entries + (size_t)st->n_entries * hd;
         int cw = (st->kind == DSV4_LAYER_CSA ? 2 : 1) * hd;
         if (compressor_push(&st->comp, t, sc->ca + (size_t)i * cw, sc->cg + (size_t)i * cw,
                             L->compressor.ape, entry)) {

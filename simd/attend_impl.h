@@ -8,6 +8,9 @@
  *   vkeep_n(v, left): lanes >= left set to zero, float vsum(vec),
  *   vexp(vec): expf within ~2 ulp (inf above the range, 0 below, exp(0) = 1),
  *   vround_bf16(vec): round to nearest even bf16, kept as f32.
+ * The key=value rows are float unless the includer defines AT_ROW (their
+ * element type), AT_ROW_LOAD(p, left) (vload_n for such rows) and AT_FN(name)
+ * (the names this instance's functions take, so one file may hold two).
  *
  * Semantics are attend_scalar's (scalar.c): a global max over the scores
  * (the sink outside it), the denominator over the unrounded weights plus
@@ -20,27 +23,33 @@
 
 #include "fminmax.h"
 
+#ifndef AT_ROW
+#define AT_ROW float
+#define AT_ROW_LOAD(p, left) vload_n(p, left)
+#define AT_FN(name) name
+#endif
+
 #define AT_HG 4     /* heads per group */
 #define AT_ZCH 1024 /* rows whose scores are kept */
 #define AT_PV 4     /* output vectors per weighted-sum tile */
 
 /* z[h][j] = scale * q_h . kv[j], two rows at a time against NH heads. */
-static inline __attribute__((always_inline)) void at_scores(int NH, const float *q, int dim,
-                                                            const float *const *kv, int nj,
+static inline __attribute__((always_inline)) void AT_FN(at_scores)(int NH, const float *q, int dim,
+                                                            const AT_ROW *const *kv, int nj,
                                                             float scale, float z[AT_HG][AT_ZCH],
                                                             float *m)
 {
     int j = 0;
     for (; j < nj; j += 2) {
         int two = j + 1 < nj;
-        const float *k0 = kv[j], *k1 = kv[two ? j + 1 : j];
+        const AT_ROW *k0 = kv[j], *k1 = kv[two ? j + 1 : j];
         vec a0[AT_HG], a1[AT_HG];
         #pragma GCC unroll 4
         for (int h = 0; h < NH; h++)
             a0[h] = a1[h] = vzero();
         int i = 0;
         for (; i + VLEN <= dim; i += VLEN) {
-            vec r0 = vload_n(k0 + i, VLEN), r1 = vload_n(k1 + i, VLEN);
+            vec r0 = AT_ROW_LOAD(k0 + i, VLEN), r1 = AT_ROW_LOAD(k1 + i, VLEN);
             #pragma GCC unroll 4
             for (int h = 0; h < NH; h++) {
                 vec qh = vload_n(q + (size_t)h * dim + i, VLEN);
@@ -49,7 +58,7 @@ static inline __attribute__((always_inline)) void at_scores(int NH, const float 
             }
         }
         if (i < dim) {
-            vec r0 = vload_n(k0 + i, dim - i), r1 = vload_n(k1 + i, dim - i);
+            vec r0 = AT_ROW_LOAD(k0 + i, dim - i), r1 = AT_ROW_LOAD(k1 + i, dim - i);
             #pragma GCC unroll 4
             for (int h = 0; h < NH; h++) {
                 vec qh = vload_n(q + (size_t)h * dim + i, dim - i);
@@ -70,8 +79,8 @@ static inline __attribute__((always_inline)) void at_scores(int NH, const float 
 }
 
 /* o_h += sum_j p[h][j] kv[j] over output columns [i, i + width), rows ascending. */
-static inline __attribute__((always_inline)) void at_pv_slice(int NH, int width, float *o, int dim,
-                                                              const float *const *kv, int nj,
+static inline __attribute__((always_inline)) void AT_FN(at_pv_slice)(int NH, int width, float *o, int dim,
+                                                              const AT_ROW *const *kv, int nj,
                                                               float p[AT_HG][AT_ZCH], int i)
 {
     vec acc[AT_HG][AT_PV];
@@ -84,7 +93,7 @@ static inline __attribute__((always_inline)) void at_pv_slice(int NH, int width,
         vec r[AT_PV];
         #pragma GCC unroll 4
         for (int v = 0; v < AT_PV; v++)
-            r[v] = vload_n(kv[j] + i + v * VLEN, width - v * VLEN);
+            r[v] = AT_ROW_LOAD(kv[j] + i + v * VLEN, width - v * VLEN);
         #pragma GCC unroll 4
         for (int h = 0; h < NH; h++) {
             vec ph = vset1(p[h][j]);
@@ -100,8 +109,8 @@ static inline __attribute__((always_inline)) void at_pv_slice(int NH, int width,
             vstore_n(o + (size_t)h * dim + i + v * VLEN, acc[h][v], width - v * VLEN);
 }
 
-static inline __attribute__((always_inline)) void at_group(int NH, float *out, const float *q,
-                                                           int dim, const float *const *kv,
+static inline __attribute__((always_inline)) void AT_FN(at_group)(int NH, float *out, const float *q,
+                                                           int dim, const AT_ROW *const *kv,
                                                            int n_kv, const float *sink, float scale,
                                                            int bf16_probs)
 {
@@ -116,12 +125,12 @@ static inline __attribute__((always_inline)) void at_group(int NH, float *out, c
     if (n_kv <= 0)
         return;
     for (int j0 = 0; j0 < n_kv; j0 += AT_ZCH)
-        at_scores(NH, q, dim, kv + j0, n_kv - j0 < AT_ZCH ? n_kv - j0 : AT_ZCH, scale, z, m);
+        AT_FN(at_scores)(NH, q, dim, kv + j0, n_kv - j0 < AT_ZCH ? n_kv - j0 : AT_ZCH, scale, z, m);
     for (int j0 = 0; j0 < n_kv; j0 += AT_ZCH) {
         int nj = n_kv - j0 < AT_ZCH ? n_kv - j0 : AT_ZCH;
         if (n_kv > AT_ZCH) {
             float unused[AT_HG] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
-            at_scores(NH, q, dim, kv + j0, nj, scale, z, unused);
+            AT_FN(at_scores)(NH, q, dim, kv + j0, nj, scale, z, unused);
         }
         for (int h = 0; h < NH; h++) {
             vec mh = vset1(m[h]);
@@ -133,9 +142,9 @@ static inline __attribute__((always_inline)) void at_group(int NH, float *out, c
         }
         int i = 0;
         for (; i + AT_PV * VLEN <= dim; i += AT_PV * VLEN)
-            at_pv_slice(NH, AT_PV * VLEN, out, dim, kv + j0, nj, z, i);
+            AT_FN(at_pv_slice)(NH, AT_PV * VLEN, out, dim, kv + j0, nj, z, i);
         if (i < dim)
-            at_pv_slice(NH, dim - i, out, dim, kv + j0, nj, z, i);
+            AT_FN(at_pv_slice)(NH, dim - i, out, dim, kv + j0, nj, z, i);
     }
     for (int h = 0; h < NH; h++) {
         vec d = vset1(vsum(den[h]) + expf(sink[h] - m[h]));
@@ -145,7 +154,7 @@ static inline __attribute__((always_inline)) void at_group(int NH, float *out, c
     }
 }
 
-static void attend_vec(float *out, const float *q, int dim, const float *const *kv, int n_kv,
+static void AT_FN(attend_vec)(float *out, const float *q, int dim, const AT_ROW *const *kv, int n_kv,
                        const float *sink, float scale, int bf16_probs, int h0, int h1)
 {
     for (int hg = h0; hg < h1; hg += AT_HG) {
@@ -153,16 +162,16 @@ static void attend_vec(float *out, const float *q, int dim, const float *const *
         const float *qg = q + (size_t)hg * dim;
         switch (h1 - hg < AT_HG ? h1 - hg : AT_HG) {
         case 1:
-            at_group(1, o, qg, dim, kv, n_kv, sink + hg, scale, bf16_probs);
+            AT_FN(at_group)(1, o, qg, dim, kv, n_kv, sink + hg, scale, bf16_probs);
             break;
         case 2:
-            at_group(2, o, qg, dim, kv, n_kv, sink + hg, scale, bf16_probs);
+            AT_FN(at_group)(2, o, qg, dim, kv, n_kv, sink + hg, scale, bf16_probs);
             break;
         case 3:
-            at_group(3, o, qg, dim, kv, n_kv, sink + hg, scale, bf16_probs);
+            AT_FN(at_group)(3, o, qg, dim, kv, n_kv, sink + hg, scale, bf16_probs);
             break;
         default:
-            at_group(4, o, qg, dim, kv, n_kv, sink + hg, scale, bf16_probs);
+            AT_FN(at_group)(4, o, qg, dim, kv, n_kv, sink + hg, scale, bf16_probs);
             break;
         }
     }

@@ -854,6 +854,52 @@ static void test_attend_bf16(void **state)
     assert_true(tested >= 1); /* the scalar reference at least */
 }
 
+/* The plain AVX-512 table's attend_bf16 widens each row as it loads it and
+ * then runs attend's arithmetic: its bits must be attend's on the widened
+ * rows, since release numerics switch from fp32 rows to bf16 ones wherever a
+ * table has attend_bf16 (Intel included) and must not change a result by it. */
+static void test_attend_bf16_rows_bitwise(void **state)
+{
+    (void)state;
+#if defined(__x86_64__)
+    if (!kernels_select("avx512")) {
+        print_message("no AVX-512: its attend_bf16 not tested on this CPU\n");
+        return;
+    }
+    const dsv4_kernels *k = kernels_avx512();
+    static const int cases[][5] = {{64, 512, 640, 0, 64}, {3, 37, 5, 0, 3}, {2, 512, 1, 0, 2},
+                                   {6, 128, 129, 1, 6}, {5, 72, 2501, 0, 5}, {4, 96, 0, 0, 4}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int heads = cases[ci][0], dim = cases[ci][1], n_kv = cases[ci][2], h0 = cases[ci][3], h1 = cases[ci][4];
+        attn_case c = make_attn(heads, dim, n_kv, 1700 + n_kv + dim);
+        fmt_round_bf16_array(c.q, (size_t)heads * dim);
+        fmt_round_bf16_array(c.kvbuf, (size_t)n_kv * dim);
+        uint16_t *bits = malloc((size_t)(n_kv ? n_kv : 1) * dim * sizeof *bits);
+        const uint16_t **rows = malloc((size_t)(n_kv ? n_kv : 1) * sizeof *rows);
+        for (int j = 0; j < n_kv; j++) {
+            for (int i = 0; i < dim; i++)
+                bits[(size_t)j * dim + i] = fmt_f32_to_bf16(c.kv[j][i]);
+            rows[j] = bits + (size_t)j * dim;
+        }
+        float scale = 1.0f / sqrtf((float)dim);
+        size_t len = (size_t)heads * dim;
+        float *ob = malloc(len * sizeof *ob), *of = malloc(len * sizeof *of);
+        for (size_t i = 0; i < len; i++)
+            ob[i] = of[i] = 99.0f;
+        k->attend_bf16(ob, c.q, dim, rows, n_kv, c.sink, scale, h0, h1);
+        k->attend(of, c.q, dim, (const float *const *)c.kv, n_kv, c.sink, scale, 1, h0, h1);
+        assert_memory_equal(ob, of, len * sizeof *ob);
+        free(ob);
+        free(of);
+        free(rows);
+        free(bits);
+        free_attn(&c);
+    }
+#else
+    print_message("not x86-64: the AVX-512 attend_bf16 not built\n");
+#endif
+}
+
 /* bf16 rounding of the probabilities is visible: with one key at weight
  * e = exp(z - m) = 1 and another at exp(-0.01) (not a bf16 value), the
  * output differs between the two modes exactly as computed by hand. */
@@ -1371,6 +1417,7 @@ int main(void)
         cmocka_unit_test(test_e4m3act_scale_range),
         cmocka_unit_test(test_attend),
         cmocka_unit_test(test_attend_bf16),
+        cmocka_unit_test(test_attend_bf16_rows_bitwise),
         cmocka_unit_test(test_attend_bf16_probs_by_hand),
         cmocka_unit_test(test_attend_edges),
         cmocka_unit_test(test_topk),

@@ -785,6 +785,33 @@ static void test_attend(void **state)
         }
 }
 
+/* A case's q and rows rounded to bf16, and the rows' bits as attend_bf16
+ * takes them. */
+typedef struct {
+    uint16_t *bits;
+    const uint16_t **rows;
+} bf16_rows;
+
+static bf16_rows round_to_bf16_rows(attn_case *c, int heads, int dim, int n_kv)
+{
+    fmt_round_bf16_array(c->q, (size_t)heads * dim);
+    fmt_round_bf16_array(c->kvbuf, (size_t)n_kv * dim);
+    bf16_rows b = {malloc((size_t)(n_kv ? n_kv : 1) * dim * sizeof *b.bits),
+                   malloc((size_t)(n_kv ? n_kv : 1) * sizeof *b.rows)};
+    for (int j = 0; j < n_kv; j++) {
+        for (int i = 0; i < dim; i++)
+            b.bits[(size_t)j * dim + i] = fmt_f32_to_bf16(c->kv[j][i]);
+        b.rows[j] = b.bits + (size_t)j * dim;
+    }
+    return b;
+}
+
+static void free_bf16_rows(bf16_rows *b)
+{
+    free(b->rows);
+    free(b->bits);
+}
+
 /* attend_bf16 over bf16 rows: the scalar reference gives attend's bits on
  * the widened rows; every table's version agrees with the double reference
  * as attend with bf16 probabilities does. Odd row counts (the weighted sum
@@ -793,15 +820,8 @@ static void test_attend(void **state)
 static void check_attend_bf16(const dsv4_kernels *kt, int heads, int dim, int n_kv, int h0, int h1)
 {
     attn_case c = make_attn(heads, dim, n_kv, 1300 + n_kv + dim);
-    fmt_round_bf16_array(c.q, (size_t)heads * dim);
-    fmt_round_bf16_array(c.kvbuf, (size_t)n_kv * dim);
-    uint16_t *bits = malloc((size_t)(n_kv ? n_kv : 1) * dim * sizeof *bits);
-    const uint16_t **rows = malloc((size_t)(n_kv ? n_kv : 1) * sizeof *rows);
-    for (int j = 0; j < n_kv; j++) {
-        for (int i = 0; i < dim; i++)
-            bits[(size_t)j * dim + i] = fmt_f32_to_bf16(c.kv[j][i]);
-        rows[j] = bits + (size_t)j * dim;
-    }
+    bf16_rows b = round_to_bf16_rows(&c, heads, dim, n_kv);
+    const uint16_t *const *rows = b.rows;
     float scale = 1.0f / sqrtf((float)dim);
     size_t len = (size_t)heads * dim;
     float *out = malloc(len * sizeof *out), *outs = malloc(len * sizeof *outs), *outf = malloc(len * sizeof *outf);
@@ -830,8 +850,7 @@ static void check_attend_bf16(const dsv4_kernels *kt, int heads, int dim, int n_
     free(outs);
     free(outf);
     free(ref);
-    free(rows);
-    free(bits);
+    free_bf16_rows(&b);
     free_attn(&c);
 }
 
@@ -872,27 +891,18 @@ static void test_attend_bf16_rows_bitwise(void **state)
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         int heads = cases[ci][0], dim = cases[ci][1], n_kv = cases[ci][2], h0 = cases[ci][3], h1 = cases[ci][4];
         attn_case c = make_attn(heads, dim, n_kv, 1700 + n_kv + dim);
-        fmt_round_bf16_array(c.q, (size_t)heads * dim);
-        fmt_round_bf16_array(c.kvbuf, (size_t)n_kv * dim);
-        uint16_t *bits = malloc((size_t)(n_kv ? n_kv : 1) * dim * sizeof *bits);
-        const uint16_t **rows = malloc((size_t)(n_kv ? n_kv : 1) * sizeof *rows);
-        for (int j = 0; j < n_kv; j++) {
-            for (int i = 0; i < dim; i++)
-                bits[(size_t)j * dim + i] = fmt_f32_to_bf16(c.kv[j][i]);
-            rows[j] = bits + (size_t)j * dim;
-        }
+        bf16_rows b = round_to_bf16_rows(&c, heads, dim, n_kv);
         float scale = 1.0f / sqrtf((float)dim);
         size_t len = (size_t)heads * dim;
         float *ob = malloc(len * sizeof *ob), *of = malloc(len * sizeof *of);
         for (size_t i = 0; i < len; i++)
             ob[i] = of[i] = 99.0f;
-        k->attend_bf16(ob, c.q, dim, rows, n_kv, c.sink, scale, h0, h1);
+        k->attend_bf16(ob, c.q, dim, b.rows, n_kv, c.sink, scale, h0, h1);
         k->attend(of, c.q, dim, (const float *const *)c.kv, n_kv, c.sink, scale, 1, h0, h1);
         assert_memory_equal(ob, of, len * sizeof *ob);
         free(ob);
         free(of);
-        free(rows);
-        free(bits);
+        free_bf16_rows(&b);
         free_attn(&c);
     }
 #else

@@ -324,6 +324,36 @@ static inline vec vround_bf16(vec v)
 #include "attend_impl.h"
 #include "swiglu_impl.h"
 
+/* The same attention over bf16 rows (attend_bf16), each element widened to
+ * its f32 as loaded: attend's bits on the widened rows (avx512.c's twin). */
+static inline vec vload_bf16_n(const uint16_t *p, int left)
+{
+    __m128i b;
+    if (left >= 8) {
+        b = _mm_loadu_si128((const __m128i *)p);
+    } else {
+        uint16_t t[8] = {0};
+        if (left > 0)
+            memcpy(t, p, (size_t)left * sizeof *t);
+        b = _mm_loadu_si128((const __m128i *)t);
+    }
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16));
+}
+
+#undef AT_ROW
+#undef AT_ROW_LOAD
+#undef AT_FN
+#define AT_ROW uint16_t
+#define AT_ROW_LOAD(p, left) vload_bf16_n(p, left)
+#define AT_FN(name) name##_bf16rows
+#include "attend_impl.h"
+
+static void attend_bf16_vec(float *out, const float *q, int dim, const uint16_t *const *kv, int n_kv,
+                            const float *sink, float scale, int h0, int h1)
+{
+    attend_vec_bf16rows(out, q, dim, kv, n_kv, sink, scale, 1, h0, h1);
+}
+
 /* The FP4-key indexer has no AVX2 version yet: the scalar one (same bits). */
 static void index_scores_fp4_scalar(float *scores, const int8_t *q_codes, const float *q_scale,
                                     const float *w, const uint8_t *keys, const uint8_t *key_scale,
@@ -343,6 +373,7 @@ static const dsv4_kernels avx2_table = {
     .matmul_fp4_e4m3act = matmul_fp4_avx2,
     .index_scores = index_scores_rows,
     .attend = attend_vec,
+    .attend_bf16 = attend_bf16_vec,
     .index_scores_fp4 = index_scores_fp4_scalar,
     .swiglu = swiglu_vec,
     .fp4_quant_sim = fmt_fp4_quant_sim,

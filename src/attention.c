@@ -86,8 +86,8 @@ struct attn_state {
     float *cos_e, *sin_e;        /* [rope_dim/2] at a compressed entry's position */
     float *entry;                /* [head_dim] one pooled entry */
     const float **kv_rows;       /* [window + visible compressed] */
-    /* Release numerics where the kernels have attend_bf16 (AVX-512 and the
-     * scalar reference): the window ring also as bf16 and the entries only
+    /* Release numerics where the kernels have attend_bf16 (AVX-512, AVX2,
+     * the scalar reference): the window ring also as bf16 and the entries only
      * as bf16 (their values are bf16 numbers), which that kernel reads; NULL
      * otherwise. */
     uint16_t *window_b, *entries_b;

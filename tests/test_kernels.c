@@ -873,19 +873,13 @@ static void test_attend_bf16(void **state)
     assert_true(tested >= 1); /* the scalar reference at least */
 }
 
-/* The plain AVX-512 table's attend_bf16 widens each row as it loads it and
- * then runs attend's arithmetic: its bits must be attend's on the widened
- * rows, since release numerics switch from fp32 rows to bf16 ones wherever a
- * table has attend_bf16 (Intel included) and must not change a result by it. */
-static void test_attend_bf16_rows_bitwise(void **state)
+/* The plain AVX-512 and the AVX2 tables' attend_bf16 widen each row as they
+ * load it and then run attend's arithmetic: their bits must be attend's on
+ * the widened rows, since release numerics switch from fp32 rows to bf16
+ * ones wherever a table has attend_bf16 (Intel included) and must not change
+ * a result by it. */
+static void check_attend_bf16_rows_bitwise(const dsv4_kernels *k)
 {
-    (void)state;
-#if defined(__x86_64__)
-    if (!kernels_select("avx512")) {
-        print_message("no AVX-512: its attend_bf16 not tested on this CPU\n");
-        return;
-    }
-    const dsv4_kernels *k = kernels_avx512();
     static const int cases[][5] = {{64, 512, 640, 0, 64}, {3, 37, 5, 0, 3}, {2, 512, 1, 0, 2},
                                    {6, 128, 129, 1, 6}, {5, 72, 2501, 0, 5}, {4, 96, 0, 0, 4}};
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
@@ -905,8 +899,25 @@ static void test_attend_bf16_rows_bitwise(void **state)
         free_bf16_rows(&b);
         free_attn(&c);
     }
+}
+
+static void test_attend_bf16_rows_bitwise(void **state)
+{
+    (void)state;
+#if defined(__x86_64__)
+    int tested = 0;
+    if (kernels_select("avx512")) {
+        check_attend_bf16_rows_bitwise(kernels_avx512());
+        tested++;
+    }
+    if (kernels_select("avx2")) {
+        check_attend_bf16_rows_bitwise(kernels_select("avx2"));
+        tested++;
+    }
+    if (!tested)
+        print_message("no AVX2: the widening attend_bf16 not tested on this CPU\n");
 #else
-    print_message("not x86-64: the AVX-512 attend_bf16 not built\n");
+    print_message("not x86-64: the widening attend_bf16 not built\n");
 #endif
 }
 

@@ -324,8 +324,9 @@ static inline vec vround_bf16(vec v)
 #include "attend_impl.h"
 #include "swiglu_impl.h"
 
-/* The same attention over bf16 rows (attend_bf16), each element widened to
- * its f32 as loaded: attend's bits on the widened rows (avx512.c's twin). */
+/* bf16 row elements widened to f32 as loaded, for attend_bf16
+ * (attend_bf16_rows.h); a row's tail goes through a zeroed buffer, as AVX2
+ * has no masked 16-bit load. */
 static inline vec vload_bf16_n(const uint16_t *p, int left)
 {
     __m128i b;
@@ -340,19 +341,7 @@ static inline vec vload_bf16_n(const uint16_t *p, int left)
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16));
 }
 
-#undef AT_ROW
-#undef AT_ROW_LOAD
-#undef AT_FN
-#define AT_ROW uint16_t
-#define AT_ROW_LOAD(p, left) vload_bf16_n(p, left)
-#define AT_FN(name) name##_bf16rows
-#include "attend_impl.h"
-
-static void attend_bf16_vec(float *out, const float *q, int dim, const uint16_t *const *kv, int n_kv,
-                            const float *sink, float scale, int h0, int h1)
-{
-    attend_vec_bf16rows(out, q, dim, kv, n_kv, sink, scale, 1, h0, h1);
-}
+#include "attend_bf16_rows.h"
 
 /* The FP4-key indexer has no AVX2 version yet: the scalar one (same bits). */
 static void index_scores_fp4_scalar(float *scores, const int8_t *q_codes, const float *q_scale,

@@ -735,30 +735,16 @@ static inline vec vround_bf16(vec v)
 #include "attend_impl.h"
 #include "swiglu_impl.h"
 
-/* The same attention over bf16 rows (attend_bf16): each row element widened
- * to the f32 it stands for as it is loaded, then attend's arithmetic in
- * attend's order, so its bits are attend's on the widened rows while half
- * the bytes are read and kept. Release numerics keep their KV cache only
- * in bf16 where a table has attend_bf16 (src/attention.c). */
+/* bf16 row elements widened to f32 as loaded, for attend_bf16 (attend_bf16_rows.h).
+ * Release numerics keep their KV cache only in bf16 where a table has
+ * attend_bf16 (src/attention.c). */
 static inline vec vload_bf16_n(const uint16_t *p, int left)
 {
     __m256i b = left >= 16 ? _mm256_loadu_si256((const __m256i *)p) : _mm256_maskz_loadu_epi16(lanes(left), p);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
 }
 
-#undef AT_ROW
-#undef AT_ROW_LOAD
-#undef AT_FN
-#define AT_ROW uint16_t
-#define AT_ROW_LOAD(p, left) vload_bf16_n(p, left)
-#define AT_FN(name) name##_bf16rows
-#include "attend_impl.h"
-
-static void attend_bf16_vec(float *out, const float *q, int dim, const uint16_t *const *kv, int n_kv,
-                            const float *sink, float scale, int h0, int h1)
-{
-    attend_vec_bf16rows(out, q, dim, kv, n_kv, sink, scale, 1, h0, h1);
-}
+#include "attend_bf16_rows.h"
 
 void index_scores_fp4_avx512vnni(float *scores, const int8_t *q_codes, const float *q_scale,
                                  const float *w, const uint8_t *keys, const uint8_t *key_scale,

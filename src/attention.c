@@ -57,7 +57,7 @@ struct attn_state {
     int max_tokens, max_chunk, max_entries;
     long n_seen;                 /* tokens of the sequence processed so far */
 
-    float *window;               /* ring [ring][head_dim]: position p in row p % ring */
+    float *window;               /* ring [ring][head_dim]: position p in row p % ring (NULL with window_b) */
     int ring;                    /* window + max_chunk: a whole chunk's keys fit beside the window of its first token */
     float *entries;              /* [max_entries][head_dim] compressed KV (NULL with entries_b) */
     int n_entries;
@@ -87,8 +87,8 @@ struct attn_state {
     float *entry;                /* [head_dim] one pooled entry */
     const float **kv_rows;       /* [window + visible compressed] */
     /* Release numerics where the kernels have attend_bf16 (AVX-512, AVX2,
-     * the scalar reference): the window ring also as bf16 and the entries only
-     * as bf16 (their values are bf16 numbers), which that kernel reads; NULL
+     * the scalar reference): the window ring and the entries as bf16 only
+     * (their values are bf16 numbers), which that kernel reads; NULL
      * otherwise. */
     uint16_t *window_b, *entries_b;
     const uint16_t **kv_rows_b;  /* [max_rows] */
@@ -157,7 +157,12 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
     size_t ch = (size_t)max_chunk, hd = (size_t)c->head_dim, qdim = (size_t)c->n_heads * hd;
     size_t me = (size_t)st->max_entries;
     st->ring = c->window + max_chunk;
-    st->window = xcalloc((size_t)st->ring * hd, sizeof(float), &failed);
+    /* Release numerics where the kernels read bf16 rows: the window ring and
+     * the entries are kept only as bf16 (their values are bf16 numbers), half
+     * the fp32 rows; an entry is pooled in st->entry first. */
+    int bf16_rows = release && e->k->attend_bf16;
+    if (!bf16_rows)
+        st->window = xcalloc((size_t)st->ring * hd, sizeof(float), &failed);
     st->xb = xcalloc(ch * c->dim, sizeof(float), &failed);
     st->xq = xcalloc(ch * c->dim, sizeof(float), &failed);
     st->qr = xcalloc(ch * c->q_lora_rank, sizeof(float), &failed);
@@ -172,10 +177,6 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
     st->sin_e = xcalloc((size_t)c->rope_dim / 2, sizeof(float), &failed);
     st->entry = xcalloc(hd, sizeof(float), &failed);
     size_t max_rows = (size_t)c->window;
-    /* Release numerics where the kernels read bf16 rows: the entries are
-     * kept only as bf16 (their values are bf16 numbers), a third of the
-     * fp32 entries plus their copy, each pooled in st->entry first. */
-    int bf16_rows = release && e->k->attend_bf16;
     if (kind != DSV4_LAYER_WINDOW) {
         int overlap = kind == DSV4_LAYER_CSA;
         size_t cw = (size_t)(1 + overlap) * hd;
@@ -489,9 +490,10 @@ static void advance_state(const dsv4_engine *e, const dsv4_layer_weights *L, att
     rope_vectors(kv, 1, hd, rd, cos_t, sin_t, 0, release);
     if (release)
         fmt_act_quant_sim(kv, (size_t)(hd - rd), 64);
-    memcpy(st->window + (size_t)(t % st->ring) * hd, kv, (size_t)hd * sizeof *kv);
     if (st->window_b)
         to_bf16(st->window_b + (size_t)(t % st->ring) * hd, kv, hd);
+    else
+        memcpy(st->window + (size_t)(t % st->ring) * hd, kv, (size_t)hd * sizeof *kv);
 
     double t0 = prof_begin(prof);
     if (st->kind == DSV4_LAYER_CSA) {

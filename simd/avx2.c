@@ -286,7 +286,7 @@ static inline vec vkeep_n(vec v, int left)
     return _mm256_and_ps(v, _mm256_castsi256_ps(lane_mask(left)));
 }
 
-/* Cephes-style expf (as avx512.c's), with 2^n applied in two halves so that
+/* Cephes-style expf (as exp512.h), with 2^n applied in two halves so that
  * n in [-150, 150] neither overflows the exponent field early nor skips
  * gradual underflow; the clamp sends +-inf to inf / 0 (NaN passes through). */
 static inline vec vexp(vec x)

@@ -19,8 +19,9 @@
  * One or two tokens (decode) read B straight from the tokens' bf16 vectors.
  * More tokens are packed first, once per product (e4m3act_pack, kernels.h:
  * the caller shares one copy between its threads), as ready B tiles; the
- * product then decodes A for 32 rows a chunk of 128 columns ahead and runs
- * every token tile over it, so each weight is decoded once whatever n is.
+ * product then runs every token tile over a chunk of 128 columns of 32 rows
+ * of A while it decodes the next chunk between the tile products, so each
+ * weight is decoded once whatever n is.
  * The columns are taken 64 at a time (a "step"; the last one zero-padded);
  * a step is two k-tiles of 32, the two vectors the step decoder yields, in
  * its column order (avx512_bf16.c's header); the activations are prepared
@@ -261,7 +262,7 @@ static void write_c(const float *C, float *Y, size_t ldy, int row, int nr, int n
 /* Tile loads get no store forwarding: a tile load of data still in the store
  * buffer waits until those stores commit, which stalls the core for hundreds
  * of cycles. So both paths decode one chunk ahead into a second buffer: the
- * tile loads of chunk c come a whole chunk of work after its stores. */
+ * tile loads of chunk c come at least a k-step's products after its stores. */
 
 /* ---- one or two tokens: B straight from the tokens' bf16 vectors ---- */
 
@@ -270,24 +271,34 @@ static void write_c(const float *C, float *Y, size_t ldy, int row, int nr, int n
 #define SB(t, s) (xk[t] + 32 * (s))
 
 /* Rows [rb, rb + nr) (a 32-row block), steps [s0, s0 + ns), into
- * A [k-tile][2][16][32]; rows past nr up to the tile (16 or 32) are zeros. */
-static void small_decode(const qmat *q, int rb, int nr, int s0, int ns, uint16_t *A)
+ * A [k-tile][2][16][32]: its tile rows [m0, m1) (up to 16 or 32), those
+ * past nr zeros. ctx: FP8's group contexts for steps [s0, s0 + ns) when
+ * the rows lie in one 128-row block (fp8_block_ctx), else NULL. */
+static void decode_rows(const qmat *q, int rb, int nr, int s0, int ns, uint16_t *A, int m0, int m1,
+                        const gctx *ctx)
 {
     /* row m of the block is row m % 16 of A tile m / 16: 32 values apart throughout */
-    int whole = whole_groups(q, s0, ns);
-    if (whole) {
+    int whole = whole_groups(q, s0, ns), live = (m1 < nr ? m1 : nr) - m0;
+    if (whole && live > 0) {
+        uint16_t *dst = A + 32 * m0;
         if (q->fp4)
-            decode_fp4_rows(q, rb, nr, s0 / 2, ns / 2, A, 32, 2 * 16 * 32);
+            decode_fp4_rows(q, rb + m0, live, s0 / 2, ns / 2, dst, 32, 2 * 16 * 32);
+        else if (ctx)
+            decode_fp8_rows_ctx(q, rb + m0, live, s0 / 2, ns / 2, ctx, dst, 32, 2 * 16 * 32);
         else
-            decode_fp8_rows(q, rb, nr, s0 / 2, ns / 2, A, 32, 2 * 16 * 32);
+            decode_fp8_rows(q, rb + m0, live, s0 / 2, ns / 2, dst, 32, 2 * 16 * 32);
     }
-    for (int m = 0; m < (nr > 16 ? 32 : 16); m++) {
-        uint16_t *dst = A + (m / 16) * 16 * 32 + (m % 16) * 32;
+    for (int m = m0; m < m1; m++) {
         if (m >= nr)
-            zero_row(ns, dst, 2 * 16 * 32);
+            zero_row(ns, A + 32 * m, 2 * 16 * 32);
         else if (!whole)
-            decode_row(q, rb + m, s0, ns, dst, 2 * 16 * 32);
+            decode_row(q, rb + m, s0, ns, A + 32 * m, 2 * 16 * 32);
     }
+}
+
+static void small_decode(const qmat *q, int rb, int nr, int s0, int ns, uint16_t *A)
+{
+    decode_rows(q, rb, nr, s0, ns, A, 0, nr > 16 ? 32 : 16, NULL);
 }
 
 static __attribute__((noinline)) void matmul_small(const qmat *q, float *Y, size_t ldy, const float *X,
@@ -417,6 +428,32 @@ static void pack_tokens(void *P, const float *X, size_t ldx, int n, int cols, in
 #endif
 #define PK_TT (PK_TG / 16)
 
+/* The next chunk's decode, spread over this chunk's k-steps: a few of its
+ * tile rows after each k-step's products, so the vector ports decode while
+ * the tile unit multiplies (decoding the whole chunk between two chunks'
+ * products left the tiles idle meanwhile: the out-of-order window holds a
+ * few hundred instructions, a chunk's decode over a thousand). The rows are
+ * done one k-step before the chunk ends, so its stores have committed when
+ * the next chunk's tile loads read them (see above). Sapphire Rapids, 16
+ * threads, 64-token products: 16-25% -> 17-30% of the tdpbf16ps probe
+ * (bench/history.md, round 17). */
+typedef struct {
+    const qmat *q;
+    int rb, nr, s0, ns; /* the chunk's rows and steps */
+    uint16_t *A;
+    const gctx *ctx;    /* FP8 group contexts, or NULL */
+    int next, end, per; /* tile rows decoded, to decode, per k-step */
+} chunk_decode;
+
+static inline void decode_some(chunk_decode *d)
+{
+    if (d->next >= d->end)
+        return;
+    int m1 = d->next + d->per < d->end ? d->next + d->per : d->end;
+    decode_rows(d->q, d->rb, d->nr, d->s0, d->ns, d->A, d->next, m1, d->ctx);
+    d->next = m1;
+}
+
 /* C tile (i, j) of the group in scratch; tile register 2i + j (0-3) while computed. */
 #define CS(i, j) (&C[((i) * PK_TT + (j)) * 256])
 
@@ -429,7 +466,8 @@ enum { C_KEEP, C_ZERO, C_LOAD };
  * says and goes back to scratch if `store`. */
 static inline __attribute__((always_inline)) void pk_block(int ni, int nj, int start, int store, int kt,
                                                             const uint16_t *A, const void *P, int tiles_n, int kt0,
-                                                            int kt_total, int jp, int j, float *C)
+                                                            int kt_total, int jp, int j, float *C,
+                                                            chunk_decode *d)
 {
     if (start == C_ZERO) {
         TILE_ZERO(0);
@@ -459,6 +497,7 @@ static inline __attribute__((always_inline)) void pk_block(int ni, int nj, int s
             TILE_DP(2, 5, 6);
         if (ni == 2 && nj == 2)
             TILE_DP(3, 5, 7);
+        decode_some(d);
     }
     if (store) {
         TILE_STORE(0, CS(0, j), 64);
@@ -478,16 +517,17 @@ static inline __attribute__((always_inline)) void pk_block(int ni, int nj, int s
  * fewer, none at all). Each C element still takes its k-tiles in order. */
 static inline __attribute__((always_inline)) void pk_blocks(int ni, int kt, const uint16_t *A, const void *P,
                                                              int tiles_n, int kt0, int kt_total, int j0, int tt,
-                                                             int ch, int nch, float *C)
+                                                             int ch, int nch, float *C, chunk_decode *d)
 {
-    int np = (tt + 1) / 2;
+    int np = (tt + 1) / 2, slots = np * kt;
+    d->per = (d->end + (slots > 1 ? slots - 2 : 0)) / (slots > 1 ? slots - 1 : 1);
     for (int idx = 0; idx < np; idx++) {
         int j = 2 * (ch % 2 == 0 ? idx : np - 1 - idx);
         int start = ch == 0 ? C_ZERO : idx == 0 ? C_KEEP : C_LOAD, store = idx < np - 1 || ch == nch - 1;
         if (tt - j >= 2)
-            pk_block(ni, 2, start, store, kt, A, P, tiles_n, kt0, kt_total, j0 + j, j, C);
+            pk_block(ni, 2, start, store, kt, A, P, tiles_n, kt0, kt_total, j0 + j, j, C, d);
         else
-            pk_block(ni, 1, start, store, kt, A, P, tiles_n, kt0, kt_total, j0 + j, j, C);
+            pk_block(ni, 1, start, store, kt, A, P, tiles_n, kt0, kt_total, j0 + j, j, C, d);
     }
 }
 
@@ -496,6 +536,7 @@ static __attribute__((noinline)) void matmul_packed(const qmat *q, float *Y, siz
 {
     uint16_t Ab[2][PK_KT * 2 * 16 * 32] __attribute__((aligned(64)));
     float C[2 * PK_TT * 256] __attribute__((aligned(64)));
+    gctx ctx[(PK_KC + GROUP - 1) / GROUP];
     int steps = (q->cols + STEP - 1) / STEP, cs = PK_KC / STEP, nch = (steps + cs - 1) / cs;
     int tiles_n = (n + 15) / 16;
     for (int rb = r0; rb < r1; rb += 32) {
@@ -505,16 +546,22 @@ static __attribute__((noinline)) void matmul_packed(const qmat *q, float *Y, siz
             small_decode(q, rb, nr, 0, steps < cs ? steps : cs, Ab[0]);
             for (int ch = 0; ch < nch; ch++) {
                 int c0 = ch * cs, ns = steps - c0 < cs ? steps - c0 : cs;
-                /* the next chunk first: its stores then have this chunk's
-                 * products to commit before tile loads read them */
+                chunk_decode d = {q, rb, nr, 0, 0, Ab[(ch + 1) & 1], NULL, 0, 0, 0};
                 if (ch + 1 < nch) {
-                    int c1 = c0 + cs;
-                    small_decode(q, rb, nr, c1, steps - c1 < cs ? steps - c1 : cs, Ab[(ch + 1) & 1]);
+                    d.s0 = c0 + cs;
+                    d.ns = steps - d.s0 < cs ? steps - d.s0 : cs;
+                    d.end = ni * 16;
+                    if (!q->fp4 && whole_groups(q, d.s0, d.ns) && rb / 128 == (rb + nr - 1) / 128) {
+                        fp8_block_ctx(q, rb, d.s0 / 2, d.ns / 2, ctx);
+                        d.ctx = ctx;
+                    }
                 }
                 if (ni == 2)
-                    pk_blocks(2, 2 * ns, Ab[ch & 1], P, tiles_n, 2 * c0, 2 * steps, j0, tt, ch, nch, C);
+                    pk_blocks(2, 2 * ns, Ab[ch & 1], P, tiles_n, 2 * c0, 2 * steps, j0, tt, ch, nch, C, &d);
                 else
-                    pk_blocks(1, 2 * ns, Ab[ch & 1], P, tiles_n, 2 * c0, 2 * steps, j0, tt, ch, nch, C);
+                    pk_blocks(1, 2 * ns, Ab[ch & 1], P, tiles_n, 2 * c0, 2 * steps, j0, tt, ch, nch, C, &d);
+                while (d.next < d.end) /* none left when the chunk has k-steps enough */
+                    decode_some(&d);
             }
             for (int i = 0; i < ni; i++)
                 for (int j = 0; j < tt; j++) {

@@ -99,8 +99,12 @@ static int rows_per_item(const linear_job *j, double item_cost, int packed)
  * thread and only grows, so repeated batches allocate nothing; where it
  * cannot grow the products take X directly (same bits). */
 #define PACK_ALIGN 64
-/* Columns of all tokens per packing item: a few microseconds of conversion. */
-#define PACK_STEPS 8
+/* Steps (64 columns) of all tokens per packing item: about a microsecond
+ * of conversion at 64 tokens. Items of 8 steps left most threads waiting
+ * at the barrier (a 1024-column matrix made 2 items for 16 threads); with
+ * 2, Sapphire Rapids' 64-token AMX products ran 3-23% faster (medians of
+ * four runs, bench/history.md round 17). */
+#define PACK_STEPS 2
 
 typedef struct {
     const linear_job *j; /* the first job with this input */

@@ -82,10 +82,10 @@ typedef struct {
      * row are bf16 numbers: the rows come as their bf16 bits (kv[j]: dim
      * values), so every product is exact in fp32 and a kernel may take them
      * with bf16 dot products. The scalar reference widens each row as it reads
-     * it and gives attend's bits, and so do the AVX-512 and AVX2 tables'
-     * (attend's arithmetic on rows widened as loaded: half the bytes kept and
-     * read); Zen 4/5's (vdpbf16ps) differs in summation order. NULL in the
-     * NEON table, whose callers then keep fp32 rows. */
+     * it and gives attend's bits, and so do the AVX-512, AVX2 and NEON
+     * tables' (attend's arithmetic on rows widened as loaded: half the bytes
+     * kept and read); Zen 4/5's (vdpbf16ps) differs in summation order. A
+     * table may leave it NULL: its callers then keep fp32 rows. */
     void (*attend_bf16)(float *out, const float *q, int dim, const uint16_t *const *kv, int n_kv,
                         const float *sink, float scale, int h0, int h1);
 

@@ -201,23 +201,42 @@ static void matmul_fp4_neon(float *Y, size_t ldy, const uint8_t *W, const uint8_
     matmul_any(Y, ldy, &(wsrc){W_FP4, W, scale, cols}, X, ldx, n, r0, r1);
 }
 
+/* Four lanes of a key=value row from column i: fp32 values, or bf16 bits
+ * widened as loaded (exact), so either form of a row gives the same bits. */
+static inline __attribute__((always_inline)) float32x4_t row4(const void *row, int i, int bf16)
+{
+    if (bf16)
+        return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16((const uint16_t *)row + i), 16));
+    return vld1q_f32((const float *)row + i);
+}
+
+static inline __attribute__((always_inline)) float row1(const void *row, int i, int bf16)
+{
+    return bf16 ? fmt_bf16_to_f32(((const uint16_t *)row)[i]) : ((const float *)row)[i];
+}
+
 /* Four 4-lane accumulators over 16-column groups, a masked-by-copy tail. */
-static inline float dot_neon(const float *a, const float *b, int n)
+static inline __attribute__((always_inline)) float dot_row(const float *a, const void *b, int n, int bf16)
 {
     float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
     int k = 0;
     for (; k + 16 <= n; k += 16) {
-        s0 = vfmaq_f32(s0, vld1q_f32(a + k), vld1q_f32(b + k));
-        s1 = vfmaq_f32(s1, vld1q_f32(a + k + 4), vld1q_f32(b + k + 4));
-        s2 = vfmaq_f32(s2, vld1q_f32(a + k + 8), vld1q_f32(b + k + 8));
-        s3 = vfmaq_f32(s3, vld1q_f32(a + k + 12), vld1q_f32(b + k + 12));
+        s0 = vfmaq_f32(s0, vld1q_f32(a + k), row4(b, k, bf16));
+        s1 = vfmaq_f32(s1, vld1q_f32(a + k + 4), row4(b, k + 4, bf16));
+        s2 = vfmaq_f32(s2, vld1q_f32(a + k + 8), row4(b, k + 8, bf16));
+        s3 = vfmaq_f32(s3, vld1q_f32(a + k + 12), row4(b, k + 12, bf16));
     }
     for (; k + 4 <= n; k += 4)
-        s0 = vfmaq_f32(s0, vld1q_f32(a + k), vld1q_f32(b + k));
+        s0 = vfmaq_f32(s0, vld1q_f32(a + k), row4(b, k, bf16));
     float tail = 0.0f;
     for (; k < n; k++)
-        tail += a[k] * b[k];
+        tail += a[k] * row1(b, k, bf16);
     return vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3))) + tail;
+}
+
+static inline float dot_neon(const float *a, const float *b, int n)
+{
+    return dot_row(a, b, n, 0);
 }
 
 #define row_dot dot_neon
@@ -231,8 +250,10 @@ static inline float dot_neon(const float *a, const float *b, int n)
  * the second pass (same code, same bits). */
 #define ATT_CHUNK 2048
 
-static void attend_neon(float *out, const float *q, int dim, const float *const *kv, int n_kv,
-                        const float *sink, float scale, int bf16_probs, int h0, int h1)
+static inline __attribute__((always_inline)) void attend_rows(float *out, const float *q, int dim,
+                                                               const void *const *kv, int n_kv, const float *sink,
+                                                               float scale, int bf16_probs, int h0, int h1,
+                                                               int bf16)
 {
     float z[ATT_CHUNK];
     for (int h = h0; h < h1; h++) {
@@ -243,23 +264,23 @@ static void attend_neon(float *out, const float *q, int dim, const float *const 
             continue;
         float m = -INFINITY;
         for (int j = 0; j < n_kv; j++) {
-            float zj = dot_neon(qh, kv[j], dim) * scale;
+            float zj = dot_row(qh, kv[j], dim, bf16) * scale;
             if (j < ATT_CHUNK)
                 z[j] = zj;
             m = fmaxf(m, zj);
         }
         float den = 0.0f;
         for (int j = 0; j < n_kv; j++) {
-            float zj = j < ATT_CHUNK ? z[j] : dot_neon(qh, kv[j], dim) * scale;
+            float zj = j < ATT_CHUNK ? z[j] : dot_row(qh, kv[j], dim, bf16) * scale;
             float e = expf(zj - m);
             den += e;
             float32x4_t p = vdupq_n_f32(bf16_probs ? fmt_round_bf16(e) : e);
-            const float *v = kv[j];
+            const void *v = kv[j];
             int i = 0;
             for (; i + 4 <= dim; i += 4)
-                vst1q_f32(o + i, vfmaq_f32(vld1q_f32(o + i), p, vld1q_f32(v + i)));
+                vst1q_f32(o + i, vfmaq_f32(vld1q_f32(o + i), p, row4(v, i, bf16)));
             for (; i < dim; i++)
-                o[i] += vgetq_lane_f32(p, 0) * v[i];
+                o[i] += vgetq_lane_f32(p, 0) * row1(v, i, bf16);
         }
         den += expf(sink[h] - m);
         float32x4_t inv = vdupq_n_f32(den);
@@ -269,6 +290,20 @@ static void attend_neon(float *out, const float *q, int dim, const float *const 
         for (; i < dim; i++)
             o[i] /= den;
     }
+}
+
+static void attend_neon(float *out, const float *q, int dim, const float *const *kv, int n_kv,
+                        const float *sink, float scale, int bf16_probs, int h0, int h1)
+{
+    attend_rows(out, q, dim, (const void *const *)kv, n_kv, sink, scale, bf16_probs, h0, h1, 0);
+}
+
+/* Release numerics over rows kept as bf16 (kernels.h): attend_neon's bits,
+ * half the bytes kept and read. */
+static void attend_bf16_neon(float *out, const float *q, int dim, const uint16_t *const *kv, int n_kv,
+                             const float *sink, float scale, int h0, int h1)
+{
+    attend_rows(out, q, dim, (const void *const *)kv, n_kv, sink, scale, 1, h0, h1, 1);
 }
 
 /* ---- indexer scores over FP4 keys (release numerics, kernels.h) ----
@@ -390,6 +425,7 @@ static dsv4_kernels neon_table = {
     .matmul_fp4_e4m3act = matmul_fp4_neon,
     .index_scores = index_scores_rows,
     .attend = attend_neon,
+    .attend_bf16 = attend_bf16_neon,
     .index_scores_fp4 = index_scores_fp4_neon,
     .swiglu = ops_swiglu,
     .fp4_quant_sim = fmt_fp4_quant_sim,

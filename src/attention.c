@@ -86,10 +86,10 @@ struct attn_state {
     float *cos_e, *sin_e;        /* [rope_dim/2] at a compressed entry's position */
     float *entry;                /* [head_dim] one pooled entry */
     const float **kv_rows;       /* [window + visible compressed] */
-    /* Release numerics where the kernels have attend_bf16 (AVX-512, AVX2,
-     * the scalar reference): the window ring and the entries as bf16 only
-     * (their values are bf16 numbers), which that kernel reads; NULL
-     * otherwise. */
+    /* Release numerics where the kernels have attend_bf16 (every table:
+     * AVX-512, AVX2, NEON, the scalar reference): the window ring and the
+     * entries as bf16 only (their values are bf16 numbers), which that
+     * kernel reads; NULL otherwise. */
     uint16_t *window_b, *entries_b;
     const uint16_t **kv_rows_b;  /* [max_rows] */
     float *scores;               /* [max_entries] */

@@ -873,7 +873,7 @@ static void test_attend_bf16(void **state)
     assert_true(tested >= 1); /* the scalar reference at least */
 }
 
-/* The plain AVX-512 and the AVX2 tables' attend_bf16 widen each row as they
+/* The plain AVX-512, the AVX2 and the NEON tables' attend_bf16 widen each row as they
  * load it and then run attend's arithmetic: their bits must be attend's on
  * the widened rows, since release numerics switch from fp32 rows to bf16
  * ones wherever a table has attend_bf16 (Intel included) and must not change
@@ -916,8 +916,12 @@ static void test_attend_bf16_rows_bitwise(void **state)
     }
     if (!tested)
         print_message("no AVX2: the widening attend_bf16 not tested on this CPU\n");
+#elif defined(__aarch64__)
+    const dsv4_kernels *neon = kernels_select("neon");
+    assert_non_null(neon);
+    check_attend_bf16_rows_bitwise(neon);
 #else
-    print_message("not x86-64: the widening attend_bf16 not built\n");
+    print_message("neither x86-64 nor arm64: the widening attend_bf16 not built\n");
 #endif
 }
 

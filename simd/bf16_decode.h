@@ -269,7 +269,7 @@ static inline __attribute__((always_inline)) void prep_step(int fp4, const float
 
 /* ---- rows outside the bf16 scale range ---- */
 
-static int scales_in_range(const uint8_t *s, int count, int lo)
+static inline int scales_in_range(const uint8_t *s, int count, int lo)
 {
     for (int i = 0; i < count; i += 64) {
         __mmask64 m = count - i >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (count - i)) - 1);
@@ -281,7 +281,7 @@ static int scales_in_range(const uint8_t *s, int count, int lo)
     return 1;
 }
 
-static int row_in_range(const qmat *q, int r)
+static inline int row_in_range(const qmat *q, int r)
 {
     if (q->fp4)
         return scales_in_range(q->scale + (size_t)r * (q->cols / 32), q->cols / 32, FP4_S_MIN);

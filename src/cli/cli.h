@@ -16,6 +16,7 @@ int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
+int cmd_batch(int argc, char **argv);
 
 /* Prints "dsv4 CMD: message" on stderr; returns the exit status 1 (or 2 for usage errors). */
 int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -30,6 +31,12 @@ int cli_parse_numerics(const char *s, dsv4_numerics *out);
 /* Reads a token file: one integer id per line (blank lines and surrounding
  * spaces allowed). On error *msg names the file and line. Caller frees *ids. */
 int cli_read_tokens(const char *path, int32_t **ids, int *n, char *msg, size_t msg_len);
+
+/* Reads a whole file (not NUL-terminated); caller frees *data. On error *msg names the file. */
+int cli_read_file(const char *path, char **data, size_t *len, char *msg, size_t msg_len);
+
+/* Writes len bytes to path atomically (a temporary file renamed into place). */
+int cli_write_file(const char *path, const char *data, size_t len, char *msg, size_t msg_len);
 
 /* Writes a float32 NumPy .npy file of shape [rows][cols], atomically (a
  * temporary file renamed into place), so an interrupted run leaves nothing half-written. */

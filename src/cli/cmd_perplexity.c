@@ -29,42 +29,6 @@ static const char *help =
     "      --batch N          tokens per forward call (default 256; the result does not depend on it)\n"
     COMMON_HELP;
 
-static int read_file(const char *path, char **data, size_t *len, char *msg, size_t msg_len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(msg, msg_len, "%s: cannot open", path);
-        return -1;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (!buf) {
-            fclose(f);
-            snprintf(msg, msg_len, "%s: out of memory", path);
-            return -1;
-        }
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap)
-            break;
-        char *grown = realloc(buf, cap * 2);
-        if (!grown)
-            free(buf);
-        buf = grown;
-        cap *= 2;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        snprintf(msg, msg_len, "%s: read error", path);
-        return -1;
-    }
-    *data = buf;
-    *len = n;
-    return 0;
-}
-
 /* -log softmax(logits)[target], in double. */
 static double token_nll(const float *logits, int vocab, int target)
 {
@@ -144,7 +108,7 @@ int cmd_perplexity(int argc, char **argv)
         n_ids = (size_t)n;
     } else {
         size_t len;
-        if (read_file(text_path, &text, &len, msg, sizeof msg))
+        if (cli_read_file(text_path, &text, &len, msg, sizeof msg))
             return cli_error("perplexity", "%s", msg);
         if (dsv4_tokenizer_open(&tok, model_dir, &err) || dsv4_tokenize(tok, text, len, 0, &ids, &n_ids, &err)) {
             cli_error("perplexity", "%s: %s", text_path, err.message);

@@ -58,6 +58,7 @@ typedef struct {
     dsv4_options opt;          /* -t, --numerics, --isa, --prefill-chunk */
     cli_sampling *sampling;    /* NULL: the command takes no sampling options */
     int status;                /* what the command returns after CLI_EXIT */
+    int operands;              /* 1: arguments after the options are the command's (from optind) */
 } cli_parser;
 
 enum { CLI_END = -1, CLI_EXIT = -2 };

@@ -13,6 +13,7 @@ static const char *usage =
     "\n"
     "commands:\n"
     "  run       generate text (or tokens) from a prompt\n"
+    "  batch     generate for many text files, decoding them together (e.g. summaries)\n"
     "  chat      interactive multi-turn chat on stdin/stdout\n"
     "  tokenize  text to token ids and back (needs only tokenizer.json)\n"
     "  logits    teacher-forced logits of every position of a token file, as .npy\n"
@@ -40,6 +41,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "run"))
         return cmd_run(argc - 1, argv + 1);
+    if (!strcmp(cmd, "batch"))
+        return cmd_batch(argc - 1, argv + 1);
     if (!strcmp(cmd, "logits"))
         return cmd_logits(argc - 1, argv + 1);
     if (!strcmp(cmd, "perplexity"))

@@ -90,7 +90,7 @@ int cli_next_option(cli_parser *p)
     for (;;) {
         int c = getopt_long(p->argc, p->argv, p->shorts, p->longs, NULL);
         if (c == -1) {
-            if (optind < p->argc) {
+            if (optind < p->argc && !p->operands) {
                 p->status = cli_usage_error(p->cmd, "unexpected argument '%s'", p->argv[optind]);
                 return CLI_EXIT;
             }

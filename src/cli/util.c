@@ -1,4 +1,4 @@
-/* Helpers shared by the subcommands: strict number parsing, token files, .npy output. */
+/* Helpers shared by the subcommands: strict number parsing, token and text files, .npy output. */
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -139,6 +139,64 @@ int cli_read_tokens(const char *path, int32_t **ids, int *n, char *msg, size_t m
     }
     *ids = buf;
     *n = count;
+    return 0;
+}
+
+int cli_read_file(const char *path, char **data, size_t *len, char *msg, size_t msg_len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(msg, msg_len, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (!buf) {
+            fclose(f);
+            snprintf(msg, msg_len, "%s: out of memory", path);
+            return -1;
+        }
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap)
+            break;
+        char *grown = realloc(buf, cap * 2);
+        if (!grown)
+            free(buf);
+        buf = grown;
+        cap *= 2;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        snprintf(msg, msg_len, "%s: read error", path);
+        return -1;
+    }
+    *data = buf;
+    *len = n;
+    return 0;
+}
+
+int cli_write_file(const char *path, const char *data, size_t len, char *msg, size_t msg_len)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
+        snprintf(msg, msg_len, "output path too long");
+        return -1;
+    }
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        snprintf(msg, msg_len, "cannot write '%s': %s", tmp, strerror(errno));
+        return -1;
+    }
+    int ok = fwrite(data, 1, len, f) == len;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        snprintf(msg, msg_len, "cannot write '%s': %s", path, strerror(errno));
+        remove(tmp);
+        return -1;
+    }
     return 0;
 }
 

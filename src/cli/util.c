@@ -178,7 +178,10 @@ int cli_read_file(const char *path, char **data, size_t *len, char *msg, size_t 
     return 0;
 }
 
-int cli_write_file(const char *path, const char *data, size_t len, char *msg, size_t msg_len)
+/* Writes the parts one after the other into a temporary file beside path,
+ * then renames it into place: readers see the whole file or none. */
+static int write_parts(const char *path, const void *const *parts, const size_t *lens, int n, char *msg,
+                       size_t msg_len)
 {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
@@ -190,7 +193,9 @@ int cli_write_file(const char *path, const char *data, size_t len, char *msg, si
         snprintf(msg, msg_len, "cannot write '%s': %s", tmp, strerror(errno));
         return -1;
     }
-    int ok = fwrite(data, 1, len, f) == len;
+    int ok = 1;
+    for (int i = 0; ok && i < n; i++)
+        ok = fwrite(parts[i], 1, lens[i], f) == lens[i];
     ok = (fclose(f) == 0) && ok;
     if (!ok || rename(tmp, path) != 0) {
         snprintf(msg, msg_len, "cannot write '%s': %s", path, strerror(errno));
@@ -200,38 +205,27 @@ int cli_write_file(const char *path, const char *data, size_t len, char *msg, si
     return 0;
 }
 
+int cli_write_file(const char *path, const char *data, size_t len, char *msg, size_t msg_len)
+{
+    const void *parts[1] = { data };
+    return write_parts(path, parts, &len, 1, msg, msg_len);
+}
+
 int cli_write_npy_f32(const char *path, const float *data, long rows, long cols, char *msg, size_t msg_len)
 {
-    char header[128];
-    int hl = snprintf(header, sizeof header,
-                      "{'descr': '<f4', 'fortran_order': False, 'shape': (%ld, %ld), }", rows, cols);
     /* NumPy format 1.0: magic, version, u16 header length; header padded with
      * spaces and ended by '\n' so that the data starts at a multiple of 64. */
-    int total = 10 + hl + 1;
-    int pad = (64 - total % 64) % 64;
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
-        snprintf(msg, msg_len, "output path too long");
-        return -1;
-    }
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        snprintf(msg, msg_len, "cannot write '%s': %s", tmp, strerror(errno));
-        return -1;
-    }
+    char head[192];
+    int hl = snprintf(head + 10, sizeof head - 10,
+                      "{'descr': '<f4', 'fortran_order': False, 'shape': (%ld, %ld), }", rows, cols);
+    int total = 10 + hl + 1, pad = (64 - total % 64) % 64;
+    memset(head + 10 + hl, ' ', (size_t)pad);
+    head[10 + hl + pad] = '\n';
     unsigned short hlen = (unsigned short)(hl + pad + 1);
-    unsigned char pre[10] = { 0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0,
-                              (unsigned char)(hlen & 0xff), (unsigned char)(hlen >> 8) };
-    int ok = fwrite(pre, 1, 10, f) == 10 && fwrite(header, 1, (size_t)hl, f) == (size_t)hl;
-    for (int i = 0; ok && i < pad; i++)
-        ok = fputc(' ', f) != EOF;
-    ok = ok && fputc('\n', f) != EOF;
-    ok = ok && fwrite(data, sizeof(float), (size_t)(rows * cols), f) == (size_t)(rows * cols);
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        snprintf(msg, msg_len, "cannot write '%s': %s", path, strerror(errno));
-        remove(tmp);
-        return -1;
-    }
-    return 0;
+    const unsigned char pre[10] = { 0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0,
+                                    (unsigned char)(hlen & 0xff), (unsigned char)(hlen >> 8) };
+    memcpy(head, pre, sizeof pre);
+    const void *parts[2] = { head, data };
+    size_t lens[2] = { (size_t)(total + pad), sizeof(float) * (size_t)rows * (size_t)cols };
+    return write_parts(path, parts, lens, 2, msg, msg_len);
 }

@@ -2,9 +2,9 @@
 # dsv4 batch as a user of offline batch generation meets it: every output is
 # byte for byte what `dsv4 run -p` prints for the same prompt (greedy and
 # sampled), whatever the batch size; an interrupted run resumes (outputs
-# that exist are skipped, a missing one is regenerated); a bad file is
-# reported on one line and the others are still written; bad options give a
-# one-line usage error.
+# that exist are skipped, a missing one is regenerated); inputs may come as
+# a list (--files-from); a bad file is reported on one line and the others
+# are still written; bad options give a one-line usage error.
 set -u
 cd "$(dirname "$0")/.."
 dsv4=${BUILD:-build}/dsv4
@@ -55,6 +55,13 @@ cmp -s "$tmp/run_madagascar.out" "$tmp/out2/madagascar.txt.out" && ok || no "res
 "$dsv4" batch -m "$model" -o "$tmp/out2" -b 2 -n 12 --force --suffix "$suffix" "$tmp"/in/*.txt 2>/dev/null
 cmp -s "$tmp/run_benin.out" "$tmp/out2/benin.txt.out" && ok || no "--force did not regenerate"
 
+# --files-from: a list on stdin (blank lines and CRLF ends ignored), besides an operand
+printf '%s\n\n%s\r\n' "$tmp/in/benin.txt" "$tmp/in/nigeria.txt" |
+  "$dsv4" batch -m "$model" -o "$tmp/listed" -b 2 -n 12 --suffix "$suffix" --files-from - "$tmp/in/madagascar.txt" \
+  2>"$tmp/err"
+grep -q "3 written, 0 skipped, 0 failed of 3" "$tmp/err" && diff -r -q "$tmp/out1" "$tmp/listed" >/dev/null &&
+  ok || no "--files-from -: $(tail -1 "$tmp/err")"
+
 # a file that cannot be read, one that is not UTF-8: reported, the rest written, exit 1
 printf 'bad \xff byte\n' >"$tmp/in/bad.txt"
 "$dsv4" batch -m "$model" -o "$tmp/mixed" -n 4 "$tmp/in/nowhere.txt" "$tmp/in/bad.txt" "$tmp/in/nigeria.txt" \
@@ -75,6 +82,7 @@ expect() {
 }
 expect 2 "-o OUTDIR is required" "$dsv4" batch -m "$model" "$tmp/in/benin.txt"
 expect 2 "no input files" "$dsv4" batch -m "$model" -o "$tmp/x"
+expect 1 "nolist.txt: cannot open" "$dsv4" batch -m "$model" -o "$tmp/x" --files-from "$tmp/nolist.txt"
 expect 2 "-b needs a batch size from 1 to 64, got '0'" "$dsv4" batch -m "$model" -o "$tmp/x" -b 0 "$tmp/in/benin.txt"
 expect 2 "would write the same output" "$dsv4" batch -m "$model" -o "$tmp/x" "$tmp/in/benin.txt" docs/demo/benin.txt
 expect 1 "is not a directory" "$dsv4" batch -m "$model" -o "$tmp/in/benin.txt" "$tmp/in/nigeria.txt"

@@ -32,7 +32,7 @@ int cli_parse_numerics(const char *s, dsv4_numerics *out);
  * spaces allowed). On error *msg names the file and line. Caller frees *ids. */
 int cli_read_tokens(const char *path, int32_t **ids, int *n, char *msg, size_t msg_len);
 
-/* Reads a whole file (not NUL-terminated); caller frees *data. On error *msg names the file. */
+/* Reads a whole file ("-": stdin; not NUL-terminated); caller frees *data. On error *msg names the file. */
 int cli_read_file(const char *path, char **data, size_t *len, char *msg, size_t msg_len);
 
 /* Writes len bytes to path atomically (a temporary file renamed into place). */

@@ -13,10 +13,10 @@
 #include "common_opts.h"
 #include "default_model.h"
 
-enum { OPT_LOSSY = OPT_COMMAND, OPT_SUFFIX, OPT_FORCE };
+enum { OPT_LOSSY = OPT_COMMAND, OPT_SUFFIX, OPT_FORCE, OPT_FILES_FROM };
 
 static const char *help =
-    "usage: dsv4 batch [-m DIR] -o OUTDIR [options] FILE...\n"
+    "usage: dsv4 batch [-m DIR] -o OUTDIR [options] (FILE... | --files-from LIST)\n"
     "\n"
     "Without -m: $DSV4_MODEL, else the built-in model (models/" CLI_DEFAULT_MODEL_NAME " beside the build).\n"
     "For each FILE, its text (plus --suffix) is the prompt, and up to N tokens are generated\n"
@@ -33,6 +33,7 @@ static const char *help =
     "  -b, --batch B          sequences decoding together, 1 to 64 (default 16)\n"
     "      --suffix TEXT      appended to each file's text to make its prompt, e.g. a request\n"
     "                         such as $'\\n\\nSummary:' (default: none)\n"
+    "      --files-from LIST  also the files named in LIST, one path per line ('-': stdin)\n"
     "      --force            regenerate files whose output exists\n"
     "      --lossy            replace invalid UTF-8 in a file with U+FFFD instead of failing it\n"
     "  -n, --n-predict N      tokens to generate per file (default 128)\n"
@@ -313,6 +314,117 @@ static int run_batch(batch_job *j)
     return status;
 }
 
+/* The inputs: the command's operands, then the lines of LIST (its buffer,
+ * *list, holds them: free it after the job). */
+static int gather_inputs(batch_job *j, char **operands, int n_operands, const char *list_path, char **list,
+                         char *msg, size_t msg_len)
+{
+    size_t len = 0, lines = 0;
+    if (list_path) {
+        if (cli_read_file(list_path, list, &len, msg, msg_len))
+            return -1;
+        char *grown = realloc(*list, len + 1);
+        if (!grown) {
+            snprintf(msg, msg_len, "%s: out of memory", list_path);
+            return -1;
+        }
+        *list = grown;
+        grown[len] = '\0';
+        for (size_t i = 0; i < len; i++)
+            lines += grown[i] == '\n';
+        lines++;
+    }
+    j->inputs = malloc(sizeof *j->inputs * ((size_t)n_operands + lines + 1));
+    if (!j->inputs) {
+        snprintf(msg, msg_len, "out of memory");
+        return -1;
+    }
+    j->n_inputs = 0;
+    for (int i = 0; i < n_operands; i++)
+        j->inputs[j->n_inputs++] = operands[i];
+    for (char *line = *list, *next; list_path && line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        size_t n = strlen(line);
+        while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t'))
+            line[--n] = '\0';
+        if (n > 0 && j->n_inputs < INT32_MAX)
+            j->inputs[j->n_inputs++] = line;
+    }
+    return 0;
+}
+
+typedef struct {
+    const char *base;
+    int index;
+} named_input;
+
+static int by_base_name(const void *a, const void *b)
+{
+    const named_input *x = a, *y = b;
+    int c = strcmp(x->base, y->base);
+    return c ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+/* Inputs present and their outputs distinct (sorted by name: fine for a
+ * hundred thousand files). */
+static int check_inputs(const batch_job *j)
+{
+    if (j->n_inputs == 0)
+        return cli_usage_error("batch", "no input files");
+    named_input *names = malloc(sizeof *names * (size_t)j->n_inputs);
+    if (!names)
+        return cli_error("batch", "out of memory");
+    for (int i = 0; i < j->n_inputs; i++)
+        names[i] = (named_input){ base_name(j->inputs[i]), i };
+    qsort(names, (size_t)j->n_inputs, sizeof *names, by_base_name);
+    int status = 0;
+    for (int i = 1; i < j->n_inputs && !status; i++)
+        if (!strcmp(names[i - 1].base, names[i].base))
+            status = cli_usage_error("batch", "'%s' and '%s' would write the same output",
+                                     j->inputs[names[i - 1].index], j->inputs[names[i].index]);
+    free(names);
+    return status;
+}
+
+/* Output directory, model, tokenizer, then the batch and its totals. */
+static int run_job(batch_job *j, const cli_parser *p)
+{
+    if (mkdir(j->out_dir, 0777) != 0 && errno != EEXIST)
+        return cli_error("batch", "cannot create '%s': %s", j->out_dir, strerror(errno));
+    struct stat st;
+    if (stat(j->out_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return cli_error("batch", "'%s' is not a directory", j->out_dir);
+
+    const char *model_dir = p->model_dir;
+    char default_dir[4096], default_msg[1200];
+    if (!model_dir) {
+        if (cli_default_model(default_dir, sizeof default_dir, default_msg, sizeof default_msg))
+            return cli_error("batch", "%s", default_msg);
+        model_dir = default_dir;
+    }
+    dsv4_error err;
+    if (dsv4_tokenizer_open(&j->tok, model_dir, &err))
+        return cli_error("batch", "needs the model's tokenizer: %s", err.message);
+    if (dsv4_engine_open(&j->e, model_dir, &p->opt, &err)) {
+        dsv4_tokenizer_close(j->tok);
+        return cli_error("batch", "%s", err.message);
+    }
+    double t0 = now_s();
+    int status = run_batch(j);
+    double wall = now_s() - t0;
+    fprintf(stderr,
+            "dsv4 batch: %d written, %d skipped, %d failed of %d; prefill %ld tokens in %.2f s (%.1f tok/s); "
+            "decode %ld tokens in %.2f s (%.1f tok/s), up to %d together; %.2f s in all; isa %s\n",
+            j->done, j->skipped, j->failed, j->n_inputs, j->prompt_tokens, j->prefill_s,
+            j->prefill_s > 0 ? j->prompt_tokens / j->prefill_s : 0.0, j->decoded, j->decode_s,
+            j->decode_s > 0 ? j->decoded / j->decode_s : 0.0, j->batch, wall, dsv4_engine_isa(j->e));
+    dsv4_engine_close(j->e);
+    dsv4_tokenizer_close(j->tok);
+    return status ? status : j->failed ? 1 : 0;
+}
+
 int cmd_batch(int argc, char **argv)
 {
     static const struct option longs[] = {
@@ -321,11 +433,13 @@ int cmd_batch(int argc, char **argv)
         { "batch", required_argument, 0, 'b' },
         { "suffix", required_argument, 0, OPT_SUFFIX },
         { "force", no_argument, 0, OPT_FORCE },
+        { "files-from", required_argument, 0, OPT_FILES_FROM },
         { "lossy", no_argument, 0, OPT_LOSSY },
         SAMPLING_LONG_OPTS,
         { 0, 0, 0, 0 },
     };
     batch_job j = { .suffix = "", .batch = 16, .sampling = { .n_predict = 128, .top_p = 1.0 } };
+    const char *list_path = NULL;
     cli_parser p;
     cli_parser_init(&p, "batch", help, ":m:t:o:b:n:h", longs, argc, argv);
     p.sampling = &j.sampling;
@@ -344,49 +458,21 @@ int cmd_batch(int argc, char **argv)
             break;
         case OPT_SUFFIX: j.suffix = optarg; break;
         case OPT_FORCE: j.force = 1; break;
+        case OPT_FILES_FROM: list_path = optarg; break;
         case OPT_LOSSY: j.lossy = 1; break;
         }
     }
-    j.inputs = argv + optind;
-    j.n_inputs = argc - optind;
     if (!j.out_dir)
         return cli_usage_error("batch", "-o OUTDIR is required");
-    if (j.n_inputs == 0)
-        return cli_usage_error("batch", "no input files");
-    for (int a = 0; a < j.n_inputs; a++)
-        for (int b = 0; b < a; b++)
-            if (!strcmp(base_name(j.inputs[a]), base_name(j.inputs[b])))
-                return cli_usage_error("batch", "'%s' and '%s' would write the same output", j.inputs[b], j.inputs[a]);
-    if (mkdir(j.out_dir, 0777) != 0 && errno != EEXIST)
-        return cli_error("batch", "cannot create '%s': %s", j.out_dir, strerror(errno));
-    struct stat st;
-    if (stat(j.out_dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return cli_error("batch", "'%s' is not a directory", j.out_dir);
-
-    const char *model_dir = p.model_dir;
-    char default_dir[4096], default_msg[1200];
-    if (!model_dir) {
-        if (cli_default_model(default_dir, sizeof default_dir, default_msg, sizeof default_msg))
-            return cli_error("batch", "%s", default_msg);
-        model_dir = default_dir;
+    char *list = NULL, msg[600];
+    if (gather_inputs(&j, argv + optind, argc - optind, list_path, &list, msg, sizeof msg)) {
+        free(list);
+        return cli_error("batch", "%s", msg);
     }
-    dsv4_error err;
-    if (dsv4_tokenizer_open(&j.tok, model_dir, &err))
-        return cli_error("batch", "needs the model's tokenizer: %s", err.message);
-    if (dsv4_engine_open(&j.e, model_dir, &p.opt, &err)) {
-        dsv4_tokenizer_close(j.tok);
-        return cli_error("batch", "%s", err.message);
-    }
-    double t0 = now_s();
-    int status = run_batch(&j);
-    double wall = now_s() - t0;
-    fprintf(stderr,
-            "dsv4 batch: %d written, %d skipped, %d failed of %d; prefill %ld tokens in %.2f s (%.1f tok/s); "
-            "decode %ld tokens in %.2f s (%.1f tok/s), up to %d together; %.2f s in all; isa %s\n",
-            j.done, j.skipped, j.failed, j.n_inputs, j.prompt_tokens, j.prefill_s,
-            j.prefill_s > 0 ? j.prompt_tokens / j.prefill_s : 0.0, j.decoded, j.decode_s,
-            j.decode_s > 0 ? j.decoded / j.decode_s : 0.0, j.batch, wall, dsv4_engine_isa(j.e));
-    dsv4_engine_close(j.e);
-    dsv4_tokenizer_close(j.tok);
-    return status ? status : j.failed ? 1 : 0;
+    int status = check_inputs(&j);
+    if (status == 0)
+        status = run_job(&j, &p);
+    free(j.inputs);
+    free(list);
+    return status;
 }

@@ -144,7 +144,8 @@ int cli_read_tokens(const char *path, int32_t **ids, int *n, char *msg, size_t m
 
 int cli_read_file(const char *path, char **data, size_t *len, char *msg, size_t msg_len)
 {
-    FILE *f = fopen(path, "rb");
+    int from_stdin = !strcmp(path, "-");
+    FILE *f = from_stdin ? stdin : fopen(path, "rb");
     if (!f) {
         snprintf(msg, msg_len, "%s: cannot open: %s", path, strerror(errno));
         return -1;
@@ -153,7 +154,8 @@ int cli_read_file(const char *path, char **data, size_t *len, char *msg, size_t 
     char *buf = malloc(cap);
     for (;;) {
         if (!buf) {
-            fclose(f);
+            if (!from_stdin)
+                fclose(f);
             snprintf(msg, msg_len, "%s: out of memory", path);
             return -1;
         }
@@ -167,7 +169,8 @@ int cli_read_file(const char *path, char **data, size_t *len, char *msg, size_t 
         cap *= 2;
     }
     int bad = ferror(f);
-    fclose(f);
+    if (!from_stdin)
+        fclose(f);
     if (bad) {
         free(buf);
         snprintf(msg, msg_len, "%s: read error", path);

@@ -2,8 +2,8 @@
 # dsv4 batch as a user of offline batch generation meets it: every output is
 # byte for byte what `dsv4 run -p` prints for the same prompt (greedy and
 # sampled), whatever the batch size; an interrupted run resumes (outputs
-# that exist are skipped, a missing one is regenerated); inputs may come as
-# a list (--files-from); a bad file is reported on one line and the others
+# that exist are skipped, a missing one is regenerated); with --chat each
+# output is dsv4 chat's answer; inputs may come as a list (--files-from); a bad file is reported on one line and the others
 # are still written; bad options give a one-line usage error.
 set -u
 cd "$(dirname "$0")/.."
@@ -44,6 +44,20 @@ grep -q "3 written, 0 skipped, 0 failed of 3" "$tmp/err2" && ok || no "batch sum
 "$dsv4" batch -m "$model" -o "$tmp/sampled" -b 3 -n 16 --temp 0.9 --seed 5 --suffix "$suffix" "$tmp"/in/*.txt 2>/dev/null
 run_output "$tmp/in/madagascar.txt" -n 16 --temp 0.9 --seed 5 | cmp -s - "$tmp/sampled/madagascar.txt.out" &&
   ok || no "sampled batch differs from dsv4 run"
+
+# --chat / --think / --system: the answer `dsv4 chat` gives to the file's text as one
+# user turn (chat prints a blank line after it; batch, like run, one newline)
+head -n 1 docs/demo/benin.txt | tr -d '\n' >"$tmp/line.txt"
+chat_case() { # chat_case BATCH_FLAG [CHAT_FLAGS...]
+  local flag=$1; shift
+  rm -rf "$tmp/chat"
+  "$dsv4" batch -m "$model" -o "$tmp/chat" -n 12 "$flag" "$@" "$tmp/line.txt" 2>/dev/null
+  "$dsv4" chat -m "$model" -n 12 "$@" <"$tmp/line.txt" 2>/dev/null | head -c -1 |
+    cmp -s - "$tmp/chat/line.txt.out" && ok || no "batch $flag $* differs from dsv4 chat"
+}
+chat_case --chat
+chat_case --think --think
+chat_case --chat --system "Be brief."
 
 # resume: existing outputs are skipped, a missing one regenerated
 rm "$tmp/out2/madagascar.txt.out"

@@ -13,7 +13,7 @@
 #include "common_opts.h"
 #include "default_model.h"
 
-enum { OPT_LOSSY = OPT_COMMAND, OPT_SUFFIX, OPT_FORCE, OPT_FILES_FROM };
+enum { OPT_LOSSY = OPT_COMMAND, OPT_SUFFIX, OPT_FORCE, OPT_FILES_FROM, OPT_CHAT, OPT_THINK, OPT_SYSTEM };
 
 static const char *help =
     "usage: dsv4 batch [-m DIR] -o OUTDIR [options] (FILE... | --files-from LIST)\n"
@@ -21,7 +21,8 @@ static const char *help =
     "Without -m: $DSV4_MODEL, else the built-in model (models/" CLI_DEFAULT_MODEL_NAME " beside the build).\n"
     "For each FILE, its text (plus --suffix) is the prompt, and up to N tokens are generated\n"
     "into OUTDIR/NAME.out (NAME: the file's name), exactly the text `dsv4 run -p` prints for\n"
-    "that prompt. Each prompt is prefilled alone; then up to B sequences decode together,\n"
+    "that prompt (with --chat: the answer `dsv4 chat` gives to it as one user turn). Each\n"
+    "prompt is prefilled alone; then up to B sequences decode together,\n"
     "every weight read once per step for all of them, and a finished sequence's place goes\n"
     "to the next file. Each output is written whole (a temporary file renamed into place) and\n"
     "files whose output exists are skipped, so a run that was interrupted resumes where it\n"
@@ -33,6 +34,10 @@ static const char *help =
     "  -b, --batch B          sequences decoding together, 1 to 64 (default 16)\n"
     "      --suffix TEXT      appended to each file's text to make its prompt, e.g. a request\n"
     "                         such as $'\\n\\nSummary:' (default: none)\n"
+    "      --chat             make each prompt a user turn of V4's chat format (the text\n"
+    "                         plus --suffix as its content); the output is the answer\n"
+    "      --think            the same in thinking mode: the answer opens with its reasoning\n"
+    "      --system TEXT      a system prompt before each user turn (implies --chat)\n"
     "      --files-from LIST  also the files named in LIST, one path per line ('-': stdin)\n"
     "      --force            regenerate files whose output exists\n"
     "      --lossy            replace invalid UTF-8 in a file with U+FFFD instead of failing it\n"
@@ -55,8 +60,9 @@ typedef struct {
 } sequence;
 
 typedef struct {
-    const char *out_dir, *suffix;
+    const char *out_dir, *suffix, *system_prompt;
     int batch, force, lossy;
+    int chat, think; /* chat: V4's chat format, thinking mode if think */
     cli_sampling sampling;
     dsv4_engine *e;
     dsv4_tokenizer *tok;
@@ -144,7 +150,18 @@ static int start(batch_job *j, sequence *q, int file, float *logits)
     }
     memcpy(prompt + len, j->suffix, sl + 1);
     unsigned flags = (dsv4_tokenizer_adds_bos(j->tok) ? DSV4_TOKENIZE_BOS : 0) | (j->lossy ? DSV4_TOKENIZE_LOSSY : 0);
-    int bad = dsv4_tokenize(j->tok, prompt, len + sl, flags, &ids, &n_ids, &err);
+    int bad;
+    if (j->chat) { /* dsv4_chat_encode's ids (BOS in the rendered text), --lossy honoured */
+        dsv4_chat_message turns[2] = { { "system", j->system_prompt, NULL }, { "user", prompt, NULL } };
+        dsv4_chat_options opt = { .thinking = j->think };
+        char *text = NULL;
+        size_t text_len;
+        int first = j->system_prompt ? 0 : 1;
+        bad = dsv4_chat_render(turns + first, 2 - first, &opt, &text, &text_len, &err) ||
+              dsv4_tokenize(j->tok, text, text_len, j->lossy ? DSV4_TOKENIZE_LOSSY : 0, &ids, &n_ids, &err);
+        free(text);
+    } else
+        bad = dsv4_tokenize(j->tok, prompt, len + sl, flags, &ids, &n_ids, &err);
     free(prompt);
     if (bad || n_ids == 0) {
         file_failed(j, file, bad ? err.message : "the prompt is empty");
@@ -434,6 +451,9 @@ int cmd_batch(int argc, char **argv)
         { "suffix", required_argument, 0, OPT_SUFFIX },
         { "force", no_argument, 0, OPT_FORCE },
         { "files-from", required_argument, 0, OPT_FILES_FROM },
+        { "chat", no_argument, 0, OPT_CHAT },
+        { "think", no_argument, 0, OPT_THINK },
+        { "system", required_argument, 0, OPT_SYSTEM },
         { "lossy", no_argument, 0, OPT_LOSSY },
         SAMPLING_LONG_OPTS,
         { 0, 0, 0, 0 },
@@ -459,6 +479,9 @@ int cmd_batch(int argc, char **argv)
         case OPT_SUFFIX: j.suffix = optarg; break;
         case OPT_FORCE: j.force = 1; break;
         case OPT_FILES_FROM: list_path = optarg; break;
+        case OPT_CHAT: j.chat = 1; break;
+        case OPT_THINK: j.chat = j.think = 1; break;
+        case OPT_SYSTEM: j.chat = 1; j.system_prompt = optarg; break;
         case OPT_LOSSY: j.lossy = 1; break;
         }
     }

@@ -76,6 +76,18 @@ printf '%s\n\n%s\r\n' "$tmp/in/benin.txt" "$tmp/in/nigeria.txt" |
 grep -q "3 written, 0 skipped, 0 failed of 3" "$tmp/err" && diff -r -q "$tmp/out1" "$tmp/listed" >/dev/null &&
   ok || no "--files-from -: $(tail -1 "$tmp/err")"
 
+# a prompt longer than a feed piece (8192 tokens): on a terminal (script gives one) it is fed in
+# pieces with a progress line; the output is the same as without a terminal
+for i in 1 2 3; do cat docs/demo/*.txt; done >"$tmp/long.txt"
+"$dsv4" batch -m "$model" -o "$tmp/long_plain" -n 6 "$tmp/long.txt" 2>/dev/null
+if command -v script >/dev/null; then
+  script -q -c "'$dsv4' batch -m '$model' -o '$tmp/long_tty' -n 6 '$tmp/long.txt'" /dev/null >"$tmp/tty.txt" 2>&1
+  grep -q "long.txt: prefill 8192/" "$tmp/tty.txt" && cmp -s "$tmp/long_plain/long.txt.out" "$tmp/long_tty/long.txt.out" &&
+    ok || no "long prompt on a terminal: $(tr '\r' '\n' <"$tmp/tty.txt" | head -3)"
+else
+  echo "script(1) missing: the terminal progress path is not tested"
+fi
+
 # a file that cannot be read, one that is not UTF-8: reported, the rest written, exit 1
 printf 'bad \xff byte\n' >"$tmp/in/bad.txt"
 "$dsv4" batch -m "$model" -o "$tmp/mixed" -n 4 "$tmp/in/nowhere.txt" "$tmp/in/bad.txt" "$tmp/in/nigeria.txt" \

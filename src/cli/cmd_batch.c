@@ -63,6 +63,7 @@ typedef struct {
     const char *out_dir, *suffix, *system_prompt;
     int batch, force, lossy;
     int chat, think; /* chat: V4's chat format, thinking mode if think */
+    int feed_piece;  /* prompt tokens per feed when progress is shown */
     cli_sampling sampling;
     dsv4_engine *e;
     dsv4_tokenizer *tok;
@@ -189,7 +190,7 @@ static int start(batch_job *j, sequence *q, int file, float *logits)
                                      (float)j->sampling.top_p, (uint64_t)j->sampling.seed, &err) ||
                     dsv4_detokenizer_new(&q->detok, j->tok, &err);
     double t0 = now_s();
-    if (bad_setup || dsv4_session_feed(q->s, ids, (int)n_ids, logits, 0, &err)) {
+    if (bad_setup || cli_feed_prompt(q->s, ids, (int)n_ids, logits, j->feed_piece, j->inputs[file], &err)) {
         file_failed(j, file, err.message);
         free(ids);
         release(q);
@@ -428,6 +429,7 @@ static int run_job(batch_job *j, const cli_parser *p)
         dsv4_tokenizer_close(j->tok);
         return cli_error("batch", "%s", err.message);
     }
+    j->feed_piece = p->opt.prefill_chunk > CLI_FEED_PIECE ? p->opt.prefill_chunk : CLI_FEED_PIECE;
     double t0 = now_s();
     int status = run_batch(j);
     double wall = now_s() - t0;

@@ -89,22 +89,13 @@ static void add_stats(dsv4_stats *sum, dsv4_session *const *s, int n)
     }
 }
 
-/* Feeds the depth's tokens to a session; on a terminal, in pieces with a
- * progress line (a long depth takes minutes per run). Pieces give the same
- * state as one call: results do not depend on how a prompt is cut. */
-#define DEPTH_PIECE 8192
-
+/* Feeds the depth's tokens to a session (a long depth takes minutes per
+ * run: progress on a terminal). */
 static int fill_depth(dsv4_session *s, const int32_t *toks, int depth, const char *what, dsv4_error *err)
 {
-    int show = isatty(STDERR_FILENO) && depth > DEPTH_PIECE;
-    for (int done = 0; done < depth;) {
-        int len = show && depth - done > DEPTH_PIECE ? DEPTH_PIECE : depth - done;
-        if (dsv4_session_feed(s, toks + done, len, NULL, 0, err)) return -1;
-        done += len;
-        if (show) fprintf(stderr, "\rbench: %s: depth %d/%d ", what, done, depth);
-    }
-    if (show) fprintf(stderr, "\r%*s\r", 72, "");
-    return 0;
+    char label[160];
+    snprintf(label, sizeof label, "bench: %.100s: depth", what);
+    return cli_feed_prompt(s, toks, depth, NULL, CLI_FEED_PIECE, label, err);
 }
 
 /* One test: reps+1 runs (the first warms caches and page tables, not counted). */

@@ -128,7 +128,8 @@ int cmd_run(int argc, char **argv)
         goto done;
     }
     double t0 = now_s();
-    if (dsv4_session_feed(s, tokens, n, logits, 0, &err)) {
+    int piece = p.opt.prefill_chunk > CLI_FEED_PIECE ? p.opt.prefill_chunk : CLI_FEED_PIECE;
+    if (cli_feed_prompt(s, tokens, n, logits, piece, "run", &err)) {
         cli_error("run", "%s: %s", tokens_path, err.message);
         goto done;
     }

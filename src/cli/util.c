@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -178,6 +179,29 @@ int cli_read_file(const char *path, char **data, size_t *len, char *msg, size_t 
     }
     *data = buf;
     *len = n;
+    return 0;
+}
+
+int cli_feed_prompt(dsv4_session *s, const int32_t *ids, int n, float *logits, int piece, const char *label,
+                    dsv4_error *err)
+{
+    int show = isatty(STDERR_FILENO) && n > piece, shown = 0;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int done = 0; done < n;) {
+        int len = show && n - done > piece ? piece : n - done;
+        if (dsv4_session_feed(s, ids + done, len, logits, 0, err))
+            return -1;
+        done += len;
+        if (show) {
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            double secs = (double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec);
+            shown = fprintf(stderr, "\r%s: prefill %d/%d tokens, %.0f tok/s ", label, done, n,
+                            secs > 0 ? done / secs : 0.0);
+        }
+    }
+    if (show && shown > 1)
+        fprintf(stderr, "\r%*s\r", shown - 1, "");
     return 0;
 }
 

@@ -95,6 +95,8 @@ static int output_path(const batch_job *j, int file, char *buf, size_t len)
 
 static int append(sequence *q, const char *piece, size_t len)
 {
+    if (len == 0)
+        return 0; /* a token that completes no character yet */
     if (q->len + len + 1 > q->cap) {
         size_t cap = q->cap ? q->cap : 1024;
         while (q->len + len + 1 > cap)

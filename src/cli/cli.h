@@ -33,13 +33,13 @@ int cli_parse_numerics(const char *s, dsv4_numerics *out);
 int cli_read_tokens(const char *path, int32_t **ids, int *n, char *msg, size_t msg_len);
 
 /* Feeds a prompt of n tokens (logits: the last one's, or NULL); on a
- * terminal, when it is longer than piece, in pieces with a progress line on
- * stderr ("LABEL: prefill k/n tokens, x tok/s"), erased at the end. Pieces
- * give the same state and logits as one call: results do not depend on how
- * a prompt is cut. */
-#define CLI_FEED_PIECE 8192
-int cli_feed_prompt(dsv4_session *s, const int32_t *ids, int n, float *logits, int piece, const char *label,
-                    dsv4_error *err);
+ * terminal, when it is longer than 8192 tokens (or prefill_chunk, the
+ * engine's --prefill-chunk, if larger; 0: the default), in pieces of that
+ * many with a progress line on stderr ("LABEL: prefill k/n tokens, x tok/s"),
+ * erased at the end. Pieces give the same state and logits as one call:
+ * results do not depend on how a prompt is cut. */
+int cli_feed_prompt(dsv4_session *s, const int32_t *ids, int n, float *logits, int prefill_chunk,
+                    const char *label, dsv4_error *err);
 
 /* Reads a whole file ("-": stdin; not NUL-terminated); caller frees *data. On error *msg names the file. */
 int cli_read_file(const char *path, char **data, size_t *len, char *msg, size_t msg_len);

@@ -63,7 +63,7 @@ typedef struct {
     const char *out_dir, *suffix, *system_prompt;
     int batch, force, lossy;
     int chat, think; /* chat: V4's chat format, thinking mode if think */
-    int feed_piece;  /* prompt tokens per feed when progress is shown */
+    int prefill_chunk; /* the engine's --prefill-chunk (0: default), for cli_feed_prompt */
     cli_sampling sampling;
     dsv4_engine *e;
     dsv4_tokenizer *tok;
@@ -132,27 +132,26 @@ static void file_failed(batch_job *j, int file, const char *msg)
 static int start(batch_job *j, sequence *q, int file, float *logits)
 {
     char msg[600];
+    const char *why = msg;
     dsv4_error err;
-    char *data = NULL;
+    char *data = NULL, *prompt = NULL;
     size_t len = 0, n_ids = 0;
     int32_t *ids = NULL;
     *q = (sequence){ .file = file };
     if (cli_read_file(j->inputs[file], &data, &len, msg, sizeof msg)) {
-        fprintf(stderr, "dsv4 batch: %s\n", msg);
+        fprintf(stderr, "dsv4 batch: %s\n", msg); /* msg names the file */
         j->failed++;
         q->file = -1;
         return -1;
     }
     size_t sl = strlen(j->suffix);
-    char *prompt = realloc(data, len + sl + 1);
+    prompt = realloc(data, len + sl + 1);
     if (!prompt) {
         free(data);
-        file_failed(j, file, "out of memory");
-        q->file = -1;
-        return -1;
+        why = "out of memory";
+        goto fail;
     }
     memcpy(prompt + len, j->suffix, sl + 1);
-    unsigned flags = (dsv4_tokenizer_adds_bos(j->tok) ? DSV4_TOKENIZE_BOS : 0) | (j->lossy ? DSV4_TOKENIZE_LOSSY : 0);
     int bad;
     if (j->chat) { /* dsv4_chat_encode's ids (BOS in the rendered text), --lossy honoured */
         dsv4_chat_message turns[2] = { { "system", j->system_prompt, NULL }, { "user", prompt, NULL } };
@@ -163,46 +162,45 @@ static int start(batch_job *j, sequence *q, int file, float *logits)
         bad = dsv4_chat_render(turns + first, 2 - first, &opt, &text, &text_len, &err) ||
               dsv4_tokenize(j->tok, text, text_len, j->lossy ? DSV4_TOKENIZE_LOSSY : 0, &ids, &n_ids, &err);
         free(text);
-    } else
+    } else {
+        unsigned flags = (dsv4_tokenizer_adds_bos(j->tok) ? DSV4_TOKENIZE_BOS : 0) |
+                         (j->lossy ? DSV4_TOKENIZE_LOSSY : 0);
         bad = dsv4_tokenize(j->tok, prompt, len + sl, flags, &ids, &n_ids, &err);
+    }
     free(prompt);
     if (bad || n_ids == 0) {
-        file_failed(j, file, bad ? err.message : "the prompt is empty");
-        free(ids);
-        q->file = -1;
-        return -1;
+        why = bad ? err.message : "the prompt is empty";
+        goto fail;
     }
     long n_predict = j->sampling.n_predict, ctx = j->sampling.ctx ? j->sampling.ctx : (long)n_ids + n_predict;
     if (ctx < (long)n_ids + n_predict) {
         snprintf(msg, sizeof msg, "--ctx %ld is smaller than its prompt (%zu) + tokens to generate (%ld)", ctx,
                  n_ids, n_predict);
-        file_failed(j, file, msg);
-        free(ids);
-        q->file = -1;
-        return -1;
+        goto fail;
     }
     if (ctx > 1L << 30) {
-        file_failed(j, file, "prompt too long");
-        free(ids);
-        q->file = -1;
-        return -1;
+        why = "prompt too long";
+        goto fail;
     }
-    int bad_setup = dsv4_session_new(&q->s, j->e, (int)ctx, &err) ||
-                    dsv4_sampler_new(&q->sampler, dsv4_engine_vocab_size(j->e), (float)j->sampling.temp,
-                                     (float)j->sampling.top_p, (uint64_t)j->sampling.seed, &err) ||
-                    dsv4_detokenizer_new(&q->detok, j->tok, &err);
+    why = err.message;
+    if (dsv4_session_new(&q->s, j->e, (int)ctx, &err) ||
+        dsv4_sampler_new(&q->sampler, dsv4_engine_vocab_size(j->e), (float)j->sampling.temp,
+                         (float)j->sampling.top_p, (uint64_t)j->sampling.seed, &err) ||
+        dsv4_detokenizer_new(&q->detok, j->tok, &err))
+        goto fail;
     double t0 = now_s();
-    if (bad_setup || cli_feed_prompt(q->s, ids, (int)n_ids, logits, j->feed_piece, j->inputs[file], &err)) {
-        file_failed(j, file, err.message);
-        free(ids);
-        release(q);
-        return -1;
-    }
+    if (cli_feed_prompt(q->s, ids, (int)n_ids, logits, j->prefill_chunk, j->inputs[file], &err))
+        goto fail;
     j->prefill_s += now_s() - t0;
     j->prompt_tokens += (long)n_ids;
     q->prompt_tokens = (int)n_ids;
     free(ids);
     return 0;
+fail:
+    file_failed(j, file, why);
+    free(ids);
+    release(q);
+    return -1;
 }
 
 /* Ends q: its text (as `dsv4 run` prints it) into its output file. */
@@ -279,6 +277,16 @@ static int next_input(batch_job *j, int *cursor)
     return -1;
 }
 
+/* Starts the next file still to do in q, past files that fail (each
+ * reported); 0 when none is left. */
+static int take_next(batch_job *j, int *cursor, sequence *q, float *logits)
+{
+    for (int f; (f = next_input(j, cursor)) >= 0;)
+        if (start(j, q, f, logits) == 0)
+            return 1;
+    return 0;
+}
+
 /* The live sequences stay in places [0, n), each with its logits in its row
  * of one [batch][vocab] buffer, so a step's rows are those places in order. */
 static int run_batch(batch_job *j)
@@ -293,10 +301,8 @@ static int run_batch(batch_job *j)
 #define ROW(i) (logits + (size_t)(i) * vocab)
     dsv4_error err;
     int status = 0;
-    /* the first files fill the places */
-    for (int f; n < j->batch && (f = next_input(j, &cursor)) >= 0;)
-        if (start(j, &seq[n], f, ROW(n)) == 0)
-            n++;
+    while (n < j->batch && take_next(j, &cursor, &seq[n], ROW(n))) /* the first files fill the places */
+        n++;
     while (n > 0) {
         /* each sequence picks its next token; one that ends gives its place
          * to the next file or, with none left, to the last live sequence
@@ -307,10 +313,7 @@ static int run_batch(batch_job *j)
                 i++;
                 continue;
             }
-            int f;
-            while ((f = next_input(j, &cursor)) >= 0 && start(j, &seq[i], f, ROW(i)))
-                ; /* a file that fails is reported: on to the next */
-            if (f >= 0)
+            if (take_next(j, &cursor, &seq[i], ROW(i)))
                 continue;
             if (i < --n) {
                 seq[i] = seq[n];
@@ -431,7 +434,7 @@ static int run_job(batch_job *j, const cli_parser *p)
         dsv4_tokenizer_close(j->tok);
         return cli_error("batch", "%s", err.message);
     }
-    j->feed_piece = p->opt.prefill_chunk > CLI_FEED_PIECE ? p->opt.prefill_chunk : CLI_FEED_PIECE;
+    j->prefill_chunk = p->opt.prefill_chunk;
     double t0 = now_s();
     int status = run_batch(j);
     double wall = now_s() - t0;

@@ -95,7 +95,7 @@ static int fill_depth(dsv4_session *s, const int32_t *toks, int depth, const cha
 {
     char label[160];
     snprintf(label, sizeof label, "bench: %.100s: depth", what);
-    return cli_feed_prompt(s, toks, depth, NULL, CLI_FEED_PIECE, label, err);
+    return cli_feed_prompt(s, toks, depth, NULL, 0, label, err);
 }
 
 /* One test: reps+1 runs (the first warms caches and page tables, not counted). */

@@ -128,8 +128,7 @@ int cmd_run(int argc, char **argv)
         goto done;
     }
     double t0 = now_s();
-    int piece = p.opt.prefill_chunk > CLI_FEED_PIECE ? p.opt.prefill_chunk : CLI_FEED_PIECE;
-    if (cli_feed_prompt(s, tokens, n, logits, piece, "run", &err)) {
+    if (cli_feed_prompt(s, tokens, n, logits, p.opt.prefill_chunk, "run", &err)) {
         cli_error("run", "%s: %s", tokens_path, err.message);
         goto done;
     }

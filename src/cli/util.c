@@ -182,9 +182,10 @@ int cli_read_file(const char *path, char **data, size_t *len, char *msg, size_t 
     return 0;
 }
 
-int cli_feed_prompt(dsv4_session *s, const int32_t *ids, int n, float *logits, int piece, const char *label,
-                    dsv4_error *err)
+int cli_feed_prompt(dsv4_session *s, const int32_t *ids, int n, float *logits, int prefill_chunk,
+                    const char *label, dsv4_error *err)
 {
+    int piece = prefill_chunk > 8192 ? prefill_chunk : 8192;
     int show = isatty(STDERR_FILENO) && n > piece, shown = 0;
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);

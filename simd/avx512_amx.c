@@ -560,7 +560,7 @@ static __attribute__((noinline)) void matmul_packed(const qmat *q, float *Y, siz
                     pk_blocks(2, 2 * ns, Ab[ch & 1], P, tiles_n, 2 * c0, 2 * steps, j0, tt, ch, nch, C, &d);
                 else
                     pk_blocks(1, 2 * ns, Ab[ch & 1], P, tiles_n, 2 * c0, 2 * steps, j0, tt, ch, nch, C, &d);
-                while (d.next < d.end) /* none left when the chunk has k-steps enough */
+                while (d.next < d.end) /* a safety net: pk_blocks spreads every row over its k-steps */
                     decode_some(&d);
             }
             for (int i = 0; i < ni; i++)

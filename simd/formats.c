@@ -226,6 +226,51 @@ void fmt_fp4_quant_codes(const float *x, size_t n, size_t block, uint8_t *codes,
     }
 }
 
+#define KV_BLOCK 64
+
+size_t fmt_kv_row_bytes(int dim, int tail)
+{
+    size_t head = (size_t)(dim - tail);
+    return 2 * (size_t)tail + head + (head + KV_BLOCK - 1) / KV_BLOCK;
+}
+
+void fmt_kv_row_encode(uint8_t *row, const float *x, int dim, int tail)
+{
+    int head = dim - tail;
+    uint8_t *codes = row + 2 * (size_t)tail, *scales = codes + head;
+    for (int i = 0; i < tail; i++) {
+        uint16_t b = fmt_f32_to_bf16(x[head + i]);
+        row[2 * i] = (uint8_t)b;
+        row[2 * i + 1] = (uint8_t)(b >> 8);
+    }
+    for (int b0 = 0; b0 < head; b0 += KV_BLOCK) {
+        int len = head - b0 < KV_BLOCK ? head - b0 : KV_BLOCK;
+        int e = fmt_act_quant_exp(block_amax(x + b0, (size_t)len));
+        e = e > 119 ? 119 : e; /* keeps scale * 2^8 finite for the kernels' decode */
+        float inv_s = pow2f(-e);
+        scales[b0 / KV_BLOCK] = (uint8_t)(e + 127);
+        for (int i = 0; i < len; i++)
+            codes[b0 + i] = fmt_f32_to_e4m3(min_f32(max_f32(x[b0 + i] * inv_s, -448.0f), 448.0f));
+    }
+}
+
+float fmt_kv_row_value(const uint8_t *row, int dim, int tail, int i)
+{
+    int head = dim - tail;
+    if (i >= head) {
+        int k = i - head;
+        return fmt_bf16_to_f32((uint16_t)(row[2 * k] | row[2 * k + 1] << 8));
+    }
+    const uint8_t *codes = row + 2 * (size_t)tail;
+    return fmt_e4m3_to_f32(codes[i]) * fmt_e8m0_to_f32(codes[head + i / KV_BLOCK]);
+}
+
+void fmt_kv_row_decode(float *x, const uint8_t *row, int dim, int tail)
+{
+    for (int i = 0; i < dim; i++)
+        x[i] = fmt_kv_row_value(row, dim, tail, i);
+}
+
 /* Keys in groups of 16, 16 keys x 4 columns per 64 bytes (kernels.h). */
 void fmt_index_key_pack(uint8_t *keys, uint8_t *key_scale, size_t s, int dim, const float *x)
 {

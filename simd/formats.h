@@ -36,6 +36,24 @@ int fmt_fp4_quant_exp(float amax);
  * FP4-simulated returns them unchanged. */
 void fmt_fp4_quant_codes(const float *x, size_t n, size_t block, uint8_t *codes, uint8_t *scales);
 
+/* Key=value rows in FP8, the release layout of the KV cache: a row of dim
+ * values whose first head = dim - tail are FP8-simulated as fmt_act_quant_sim
+ * does them with blocks of 64 (kept as e4m3 codes and e8m0 scales) and whose
+ * last tail values are bf16. Bytes: [0, 2*tail) the tail's bf16 values
+ * (little-endian, so a row starting at an even address has them aligned),
+ * then head e4m3 codes, then one scale byte per block of 64 codes (a short
+ * last block is its own). For V4's 448 + 64 that is 128 + 448 + 7 = 583. */
+size_t fmt_kv_row_bytes(int dim, int tail);
+/* Row of x: codes and scales as fmt_act_quant_sim(x, head, 64) makes them
+ * (values already simulated come back unchanged), the tail rounded to bf16;
+ * so fmt_kv_row_value gives what act_quant_sim plus bf16 rounding leaves.
+ * Scale bytes stay in [105, 246] (a block beyond 448 * 2^119, near FLT_MAX,
+ * saturates there), the range the attention kernels take. */
+void fmt_kv_row_encode(uint8_t *row, const float *x, int dim, int tail);
+/* Column i's value (exact: a code times its power-of-two scale). */
+float fmt_kv_row_value(const uint8_t *row, int dim, int tail, int i);
+void fmt_kv_row_decode(float *x, const uint8_t *row, int dim, int tail);
+
 /* The lightning indexer's FP4 operands (kernels.h, index_scores_fp4), from
  * values FP4-quantized per 32 here (FP4-simulated values keep their value):
  * one key of dim floats into slot s of a key cache in the grouped layout;

@@ -333,6 +333,74 @@ static void test_fp4_quant_ties_and_values(void **state)
     }
 }
 
+/* ---- KV rows in FP8 (release layout) ---- */
+
+/* Bytes at their places, by hand: dim 130 with a bf16 tail of 2, so one full
+ * block of 64 codes and one of 64 more. */
+static void test_kv_row_layout(void **state)
+{
+    (void)state;
+    float x[130];
+    for (int i = 0; i < 64; i++)
+        x[i] = 1.0f;   /* block 0: amax 448 -> scale 2^0, 1.0 is code 0x38 */
+    x[5] = -448.0f;
+    for (int i = 64; i < 128; i++)
+        x[i] = 0.25f;  /* block 1: amax 0.25 -> scale 2^-10 (0.25/448 in (2^-11, 2^-10]) */
+    x[128] = 1.0f;     /* bf16 0x3f80 */
+    x[129] = -2.0f;    /* bf16 0xc000 */
+    uint8_t row[2 * 2 + 128 + 2 + 1];
+    assert_int_equal(fmt_kv_row_bytes(130, 2), 2 * 2 + 128 + 2);
+    row[sizeof row - 1] = 0xa5; /* the row ends where fmt_kv_row_bytes says */
+    fmt_kv_row_encode(row, x, 130, 2);
+    assert_int_equal(row[sizeof row - 1], 0xa5);
+    assert_int_equal(row[0], 0x80);
+    assert_int_equal(row[1], 0x3f);
+    assert_int_equal(row[2], 0x00);
+    assert_int_equal(row[3], 0xc0);
+    assert_int_equal(row[4 + 0], 0x38);
+    assert_int_equal(row[4 + 5], 0xfe);  /* -448 */
+    assert_int_equal(row[4 + 64], 0x78); /* 0.25 / 2^-10 = 256 = 2^8: exponent field 8 + 7 */
+    assert_int_equal(row[4 + 128], 127);
+    assert_int_equal(row[4 + 129], 127 - 10);
+    for (int i = 0; i < 130; i++)
+        assert_true(fmt_kv_row_value(row, 130, 2, i) == x[i]);
+}
+
+/* decode(encode(x)) is act_quant_sim (blocks of 64) on the head and bf16
+ * rounding on the tail, bit for bit; encoding what decode gave keeps every
+ * value (the re-derived scale may halve: then the codes double). */
+static void test_kv_row_roundtrip(void **state)
+{
+    (void)state;
+    const int shapes[][2] = {{512, 64}, {64, 16}, {72, 16}, {100, 0}, {37, 37}, {131, 2}, {1, 0}};
+    uint64_t seed = 23;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int dim = shapes[si][0], tail = shapes[si][1], head = dim - tail;
+        float x[512], sim[512], back[512], again[512];
+        uint8_t row[640], row2[640];
+        for (int trial = 0; trial < 20; trial++) {
+            for (int i = 0; i < dim; i++) {
+                float mag = ldexpf(1.0f, (int)((i / 64 + trial) % 24) - 12);
+                x[i] = test_rand_f(&seed) * mag;
+            }
+            if (trial == 1)
+                for (int i = 0; i < dim; i++)
+                    x[i] = 0.0f;
+            memcpy(sim, x, (size_t)dim * sizeof *x);
+            fmt_act_quant_sim(sim, (size_t)head, 64);
+            for (int i = head; i < dim; i++)
+                sim[i] = fmt_round_bf16(sim[i]);
+            fmt_kv_row_encode(row, x, dim, tail);
+            fmt_kv_row_decode(back, row, dim, tail);
+            for (int i = 0; i < dim; i++)
+                assert_int_equal(bits_of(back[i]), bits_of(sim[i]));
+            fmt_kv_row_encode(row2, back, dim, tail);
+            fmt_kv_row_decode(again, row2, dim, tail);
+            assert_memory_equal(again, back, (size_t)dim * sizeof *back);
+        }
+    }
+}
+
 /* ---- Hadamard ---- */
 
 static void test_hadamard(void **state)
@@ -383,6 +451,8 @@ int main(void)
         cmocka_unit_test(test_act_quant_vs_reference_and_properties),
         cmocka_unit_test(test_fp4_quant_scale_rule),
         cmocka_unit_test(test_fp4_quant_ties_and_values),
+        cmocka_unit_test(test_kv_row_layout),
+        cmocka_unit_test(test_kv_row_roundtrip),
         cmocka_unit_test(test_hadamard),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

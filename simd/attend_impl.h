@@ -9,8 +9,12 @@
  *   vexp(vec): expf within ~2 ulp (inf above the range, 0 below, exp(0) = 1),
  *   vround_bf16(vec): round to nearest even bf16, kept as f32.
  * The key=value rows are float unless the includer defines AT_ROW (their
- * element type), AT_ROW_LOAD(p, left) (vload_n for such rows) and AT_FN(name)
- * (the names this instance's functions take, so one file may hold two).
+ * element type), AT_ROW_AT(row, i, left) (the vector of columns [i, i + VLEN)
+ * of a row as f32, as vload_n does for float rows; i is a multiple of VLEN
+ * and the functions' dim and tail, the row's shape, are in scope) and
+ * AT_FN(name) (the names this instance's functions take, so one file may hold
+ * several). at_attend takes rows of any kind; the float instance also defines
+ * attend_vec, with the kernel table's attend signature.
  *
  * Semantics are attend_scalar's (scalar.c): a global max over the scores
  * (the sink outside it), the denominator over the unrounded weights plus
@@ -25,8 +29,9 @@
 
 #ifndef AT_ROW
 #define AT_ROW float
-#define AT_ROW_LOAD(p, left) vload_n(p, left)
+#define AT_ROW_AT(row, i, left) vload_n((row) + (i), left)
 #define AT_FN(name) name
+#define AT_FLOAT_ROWS
 #endif
 
 #define AT_HG 4     /* heads per group */
@@ -34,11 +39,12 @@
 #define AT_PV 4     /* output vectors per weighted-sum tile */
 
 /* z[h][j] = scale * q_h . kv[j], two rows at a time against NH heads. */
-static inline __attribute__((always_inline)) void AT_FN(at_scores)(int NH, const float *q, int dim,
+static inline __attribute__((always_inline)) void AT_FN(at_scores)(int NH, const float *q, int dim, int tail,
                                                             const AT_ROW *const *kv, int nj,
                                                             float scale, float z[AT_HG][AT_ZCH],
                                                             float *m)
 {
+    (void)tail; /* for AT_ROW_AT */
     int j = 0;
     for (; j < nj; j += 2) {
         int two = j + 1 < nj;
@@ -49,7 +55,7 @@ static inline __attribute__((always_inline)) void AT_FN(at_scores)(int NH, const
             a0[h] = a1[h] = vzero();
         int i = 0;
         for (; i + VLEN <= dim; i += VLEN) {
-            vec r0 = AT_ROW_LOAD(k0 + i, VLEN), r1 = AT_ROW_LOAD(k1 + i, VLEN);
+            vec r0 = AT_ROW_AT(k0, i, VLEN), r1 = AT_ROW_AT(k1, i, VLEN);
             #pragma GCC unroll 4
             for (int h = 0; h < NH; h++) {
                 vec qh = vload_n(q + (size_t)h * dim + i, VLEN);
@@ -58,7 +64,7 @@ static inline __attribute__((always_inline)) void AT_FN(at_scores)(int NH, const
             }
         }
         if (i < dim) {
-            vec r0 = AT_ROW_LOAD(k0 + i, dim - i), r1 = AT_ROW_LOAD(k1 + i, dim - i);
+            vec r0 = AT_ROW_AT(k0, i, dim - i), r1 = AT_ROW_AT(k1, i, dim - i);
             #pragma GCC unroll 4
             for (int h = 0; h < NH; h++) {
                 vec qh = vload_n(q + (size_t)h * dim + i, dim - i);
@@ -79,10 +85,11 @@ static inline __attribute__((always_inline)) void AT_FN(at_scores)(int NH, const
 }
 
 /* o_h += sum_j p[h][j] kv[j] over output columns [i, i + width), rows ascending. */
-static inline __attribute__((always_inline)) void AT_FN(at_pv_slice)(int NH, int width, float *o, int dim,
+static inline __attribute__((always_inline)) void AT_FN(at_pv_slice)(int NH, int width, float *o, int dim, int tail,
                                                               const AT_ROW *const *kv, int nj,
                                                               float p[AT_HG][AT_ZCH], int i)
 {
+    (void)tail; /* for AT_ROW_AT */
     vec acc[AT_HG][AT_PV];
     #pragma GCC unroll 4
     for (int h = 0; h < NH; h++)
@@ -93,7 +100,7 @@ static inline __attribute__((always_inline)) void AT_FN(at_pv_slice)(int NH, int
         vec r[AT_PV];
         #pragma GCC unroll 4
         for (int v = 0; v < AT_PV; v++)
-            r[v] = AT_ROW_LOAD(kv[j] + i + v * VLEN, width - v * VLEN);
+            r[v] = AT_ROW_AT(kv[j], i + v * VLEN, width - v * VLEN);
         #pragma GCC unroll 4
         for (int h = 0; h < NH; h++) {
             vec ph = vset1(p[h][j]);
@@ -110,7 +117,7 @@ static inline __attribute__((always_inline)) void AT_FN(at_pv_slice)(int NH, int
 }
 
 static inline __attribute__((always_inline)) void AT_FN(at_group)(int NH, float *out, const float *q,
-                                                           int dim, const AT_ROW *const *kv,
+                                                           int dim, int tail, const AT_ROW *const *kv,
                                                            int n_kv, const float *sink, float scale,
                                                            int bf16_probs)
 {
@@ -125,12 +132,12 @@ static inline __attribute__((always_inline)) void AT_FN(at_group)(int NH, float 
     if (n_kv <= 0)
         return;
     for (int j0 = 0; j0 < n_kv; j0 += AT_ZCH)
-        AT_FN(at_scores)(NH, q, dim, kv + j0, n_kv - j0 < AT_ZCH ? n_kv - j0 : AT_ZCH, scale, z, m);
+        AT_FN(at_scores)(NH, q, dim, tail, kv + j0, n_kv - j0 < AT_ZCH ? n_kv - j0 : AT_ZCH, scale, z, m);
     for (int j0 = 0; j0 < n_kv; j0 += AT_ZCH) {
         int nj = n_kv - j0 < AT_ZCH ? n_kv - j0 : AT_ZCH;
         if (n_kv > AT_ZCH) {
             float unused[AT_HG] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
-            AT_FN(at_scores)(NH, q, dim, kv + j0, nj, scale, z, unused);
+            AT_FN(at_scores)(NH, q, dim, tail, kv + j0, nj, scale, z, unused);
         }
         for (int h = 0; h < NH; h++) {
             vec mh = vset1(m[h]);
@@ -142,9 +149,9 @@ static inline __attribute__((always_inline)) void AT_FN(at_group)(int NH, float 
         }
         int i = 0;
         for (; i + AT_PV * VLEN <= dim; i += AT_PV * VLEN)
-            AT_FN(at_pv_slice)(NH, AT_PV * VLEN, out, dim, kv + j0, nj, z, i);
+            AT_FN(at_pv_slice)(NH, AT_PV * VLEN, out, dim, tail, kv + j0, nj, z, i);
         if (i < dim)
-            AT_FN(at_pv_slice)(NH, dim - i, out, dim, kv + j0, nj, z, i);
+            AT_FN(at_pv_slice)(NH, dim - i, out, dim, tail, kv + j0, nj, z, i);
     }
     for (int h = 0; h < NH; h++) {
         vec d = vset1(vsum(den[h]) + expf(sink[h] - m[h]));
@@ -154,25 +161,34 @@ static inline __attribute__((always_inline)) void AT_FN(at_group)(int NH, float 
     }
 }
 
-static void AT_FN(attend_vec)(float *out, const float *q, int dim, const AT_ROW *const *kv, int n_kv,
-                       const float *sink, float scale, int bf16_probs, int h0, int h1)
+static void AT_FN(at_attend)(float *out, const float *q, int dim, int tail, const AT_ROW *const *kv, int n_kv,
+                              const float *sink, float scale, int bf16_probs, int h0, int h1)
 {
     for (int hg = h0; hg < h1; hg += AT_HG) {
         float *o = out + (size_t)hg * dim;
         const float *qg = q + (size_t)hg * dim;
         switch (h1 - hg < AT_HG ? h1 - hg : AT_HG) {
         case 1:
-            AT_FN(at_group)(1, o, qg, dim, kv, n_kv, sink + hg, scale, bf16_probs);
+            AT_FN(at_group)(1, o, qg, dim, tail, kv, n_kv, sink + hg, scale, bf16_probs);
             break;
         case 2:
-            AT_FN(at_group)(2, o, qg, dim, kv, n_kv, sink + hg, scale, bf16_probs);
+            AT_FN(at_group)(2, o, qg, dim, tail, kv, n_kv, sink + hg, scale, bf16_probs);
             break;
         case 3:
-            AT_FN(at_group)(3, o, qg, dim, kv, n_kv, sink + hg, scale, bf16_probs);
+            AT_FN(at_group)(3, o, qg, dim, tail, kv, n_kv, sink + hg, scale, bf16_probs);
             break;
         default:
-            AT_FN(at_group)(4, o, qg, dim, kv, n_kv, sink + hg, scale, bf16_probs);
+            AT_FN(at_group)(4, o, qg, dim, tail, kv, n_kv, sink + hg, scale, bf16_probs);
             break;
         }
     }
 }
+
+#ifdef AT_FLOAT_ROWS
+static void attend_vec(float *out, const float *q, int dim, const float *const *kv, int n_kv, const float *sink,
+                       float scale, int bf16_probs, int h0, int h1)
+{
+    at_attend(out, q, dim, 0, kv, n_kv, sink, scale, bf16_probs, h0, h1);
+}
+#undef AT_FLOAT_ROWS
+#endif

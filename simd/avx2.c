@@ -343,6 +343,20 @@ static inline vec vload_bf16_n(const uint16_t *p, int left)
 
 #include "attend_bf16_rows.h"
 
+/* 8 e4m3 codes of one block times its scale, for attend_fp8
+ * (attend_fp8_rows.h): fp8x16's bit move to f16, the 2^8 on the scale. */
+static inline vec vload_e4m3(const uint8_t *p, int scale_byte)
+{
+    __m128i b = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)p));
+    __m128i h = _mm_and_si128(_mm_slli_epi16(b, 7), _mm_set1_epi16((short)0xbf80));
+    __m128i nan = _mm_cmpeq_epi16(_mm_and_si128(h, _mm_set1_epi16(0x3f80)), _mm_set1_epi16(0x3f80));
+    h = _mm_blendv_epi8(h, _mm_set1_epi16(0x7e00), nan);
+    vec s = _mm256_castsi256_ps(_mm256_set1_epi32((scale_byte + 8) << 23));
+    return _mm256_mul_ps(_mm256_cvtph_ps(h), s);
+}
+
+#include "attend_fp8_rows.h"
+
 /* The FP4-key indexer has no AVX2 version yet: the scalar one (same bits). */
 static void index_scores_fp4_scalar(float *scores, const int8_t *q_codes, const float *q_scale,
                                     const float *w, const uint8_t *keys, const uint8_t *key_scale,
@@ -363,6 +377,7 @@ static const dsv4_kernels avx2_table = {
     .index_scores = index_scores_rows,
     .attend = attend_vec,
     .attend_bf16 = attend_bf16_vec,
+    .attend_fp8 = attend_fp8_vec,
     .index_scores_fp4 = index_scores_fp4_scalar,
     .swiglu = swiglu_vec,
     .fp4_quant_sim = fmt_fp4_quant_sim,

@@ -746,6 +746,22 @@ static inline vec vload_bf16_n(const uint16_t *p, int left)
 
 #include "attend_bf16_rows.h"
 
+/* 16 e4m3 codes of one block times its scale, for attend_fp8
+ * (attend_fp8_rows.h): fp8x32's bit move to f16 (x 2^-8, subnormals
+ * included), the 2^8 on the scale (a scale byte <= 246 keeps it finite). */
+static inline vec vload_e4m3(const uint8_t *p, int scale_byte)
+{
+    __m128i raw = _mm_loadu_si128((const __m128i *)p);
+    __m256i h = _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(raw), 7), _mm256_set1_epi16((short)0xbf80));
+    __mmask16 nan = _mm_cmpeq_epi8_mask(_mm_or_si128(raw, _mm_set1_epi8((char)0x80)), _mm_set1_epi8((char)0xff));
+    if (__builtin_expect(nan != 0, 0))
+        h = _mm256_mask_mov_epi16(h, nan, _mm256_set1_epi16(0x7e00));
+    vec s = _mm512_castsi512_ps(_mm512_set1_epi32((scale_byte + 8) << 23));
+    return _mm512_mul_ps(_mm512_cvtph_ps(h), s);
+}
+
+#include "attend_fp8_rows.h"
+
 void index_scores_fp4_avx512vnni(float *scores, const int8_t *q_codes, const float *q_scale,
                                  const float *w, const uint8_t *keys, const uint8_t *key_scale,
                                  int n_keys, int n_heads, int dim);
@@ -767,6 +783,7 @@ static const dsv4_kernels avx512_table = {
     .index_scores = index_scores_rows,
     .attend = attend_vec,
     .attend_bf16 = attend_bf16_vec, /* dispatch.c swaps in avx512_attend_bf16.c on Zen 4/5 */
+    .attend_fp8 = attend_fp8_vec,
     .index_scores_fp4 = index_scores_fp4_avx512vnni,
     .swiglu = swiglu_vec,
     .fp4_quant_sim = fp4_quant_sim_avx512,

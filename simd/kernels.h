@@ -88,6 +88,16 @@ typedef struct {
      * table may leave it NULL: its callers then keep fp32 rows. */
     void (*attend_bf16)(float *out, const float *q, int dim, const uint16_t *const *kv, int n_kv,
                         const float *sink, float scale, int h0, int h1);
+    /* attend with bf16_probs over rows in the release FP8 layout (formats.h,
+     * fmt_kv_row_*): kv[j] holds dim values, the last tail of them bf16,
+     * the rest e4m3 codes with scale bytes in [64, 246] (fmt_kv_row_encode
+     * writes 105..246). The values are exact in f32, so a kernel that
+     * decodes each row as it loads it gives attend's bits on the decoded
+     * rows; every table's does (1.75x fewer bytes than bf16 rows for
+     * V4's 448 + 64). A table may leave it NULL: its callers then keep
+     * bf16 or fp32 rows. */
+    void (*attend_fp8)(float *out, const float *q, int dim, int tail, const uint8_t *const *kv, int n_kv,
+                       const float *sink, float scale, int h0, int h1);
 
     /* Lightning-indexer scores over real FP4 keys in release numerics (the
      * official bf16 einsum), with exact integer dot products.

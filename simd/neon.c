@@ -201,42 +201,83 @@ static void matmul_fp4_neon(float *Y, size_t ldy, const uint8_t *W, const uint8_
     matmul_any(Y, ldy, &(wsrc){W_FP4, W, scale, cols}, X, ldx, n, r0, r1);
 }
 
-/* Four lanes of a key=value row from column i: fp32 values, or bf16 bits
- * widened as loaded (exact), so either form of a row gives the same bits. */
-static inline __attribute__((always_inline)) float32x4_t row4(const void *row, int i, int bf16)
+/* The kind of key=value rows a function reads, and their shape where the
+ * kind needs it (constants where the functions below are inlined). */
+enum { ROWS_F32, ROWS_BF16, ROWS_FP8 };
+typedef struct {
+    int kind, dim, tail; /* dim, tail: ROWS_FP8's layout (formats.h) */
+} row_kind;
+
+/* Four e4m3 codes of one block times its scale: fp8x8's bit move to f16,
+ * the 2^8 on the scale (a scale byte <= 246 keeps it finite). */
+static inline float32x4_t e4m3x4(const uint8_t *p, int scale_byte)
 {
-    if (bf16)
-        return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16((const uint16_t *)row + i), 16));
+    uint32_t four;
+    memcpy(&four, p, sizeof four);
+    int16x8_t b = vmovl_s8(vreinterpret_s8_u32(vdup_n_u32(four)));
+    uint16x8_t h = vandq_u16(vreinterpretq_u16_s16(vshlq_n_s16(b, 7)), vdupq_n_u16(0xbf80));
+    uint16x8_t nan = vceqq_u16(vandq_u16(h, vdupq_n_u16(0x3f80)), vdupq_n_u16(0x3f80));
+    h = vbslq_u16(nan, vdupq_n_u16(0x7e00), h);
+    float32x4_t s = vreinterpretq_f32_u32(vdupq_n_u32((uint32_t)(scale_byte + 8) << 23));
+    return vmulq_f32(vcvt_f32_f16(vget_low_f16(vreinterpretq_f16_u16(h))), s);
+}
+
+static inline float32x4_t bf16x4(const uint16_t *p)
+{
+    return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16));
+}
+
+/* Four lanes of a key=value row from column i (i % 4 == 0): fp32 values,
+ * bf16 bits widened, or an FP8 row decoded as loaded (exact), so every form
+ * of a row gives the same bits. */
+static inline __attribute__((always_inline)) float32x4_t row4(const void *row, int i, row_kind rk)
+{
+    if (rk.kind == ROWS_FP8) {
+        int head = rk.dim - rk.tail;
+        const uint8_t *codes = (const uint8_t *)row + 2 * (size_t)rk.tail;
+        if (i + 4 <= head)
+            return e4m3x4(codes + i, codes[head + i / 64]);
+        if (i >= head)
+            return bf16x4((const uint16_t *)row + (i - head));
+        float lane[4];
+        for (int l = 0; l < 4; l++)
+            lane[l] = fmt_kv_row_value(row, rk.dim, rk.tail, i + l);
+        return vld1q_f32(lane);
+    }
+    if (rk.kind == ROWS_BF16)
+        return bf16x4((const uint16_t *)row + i);
     return vld1q_f32((const float *)row + i);
 }
 
-static inline __attribute__((always_inline)) float row1(const void *row, int i, int bf16)
+static inline __attribute__((always_inline)) float row1(const void *row, int i, row_kind rk)
 {
-    return bf16 ? fmt_bf16_to_f32(((const uint16_t *)row)[i]) : ((const float *)row)[i];
+    if (rk.kind == ROWS_FP8)
+        return fmt_kv_row_value(row, rk.dim, rk.tail, i);
+    return rk.kind == ROWS_BF16 ? fmt_bf16_to_f32(((const uint16_t *)row)[i]) : ((const float *)row)[i];
 }
 
 /* Four 4-lane accumulators over 16-column groups, a masked-by-copy tail. */
-static inline __attribute__((always_inline)) float dot_row(const float *a, const void *b, int n, int bf16)
+static inline __attribute__((always_inline)) float dot_row(const float *a, const void *b, int n, row_kind rk)
 {
     float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
     int k = 0;
     for (; k + 16 <= n; k += 16) {
-        s0 = vfmaq_f32(s0, vld1q_f32(a + k), row4(b, k, bf16));
-        s1 = vfmaq_f32(s1, vld1q_f32(a + k + 4), row4(b, k + 4, bf16));
-        s2 = vfmaq_f32(s2, vld1q_f32(a + k + 8), row4(b, k + 8, bf16));
-        s3 = vfmaq_f32(s3, vld1q_f32(a + k + 12), row4(b, k + 12, bf16));
+        s0 = vfmaq_f32(s0, vld1q_f32(a + k), row4(b, k, rk));
+        s1 = vfmaq_f32(s1, vld1q_f32(a + k + 4), row4(b, k + 4, rk));
+        s2 = vfmaq_f32(s2, vld1q_f32(a + k + 8), row4(b, k + 8, rk));
+        s3 = vfmaq_f32(s3, vld1q_f32(a + k + 12), row4(b, k + 12, rk));
     }
     for (; k + 4 <= n; k += 4)
-        s0 = vfmaq_f32(s0, vld1q_f32(a + k), row4(b, k, bf16));
+        s0 = vfmaq_f32(s0, vld1q_f32(a + k), row4(b, k, rk));
     float tail = 0.0f;
     for (; k < n; k++)
-        tail += a[k] * row1(b, k, bf16);
+        tail += a[k] * row1(b, k, rk);
     return vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3))) + tail;
 }
 
 static inline float dot_neon(const float *a, const float *b, int n)
 {
-    return dot_row(a, b, n, 0);
+    return dot_row(a, b, n, (row_kind){ROWS_F32, 0, 0});
 }
 
 #define row_dot dot_neon
@@ -253,7 +294,7 @@ static inline float dot_neon(const float *a, const float *b, int n)
 static inline __attribute__((always_inline)) void attend_rows(float *out, const float *q, int dim,
                                                                const void *const *kv, int n_kv, const float *sink,
                                                                float scale, int bf16_probs, int h0, int h1,
-                                                               int bf16)
+                                                               row_kind rk)
 {
     float z[ATT_CHUNK];
     for (int h = h0; h < h1; h++) {
@@ -264,23 +305,23 @@ static inline __attribute__((always_inline)) void attend_rows(float *out, const 
             continue;
         float m = -INFINITY;
         for (int j = 0; j < n_kv; j++) {
-            float zj = dot_row(qh, kv[j], dim, bf16) * scale;
+            float zj = dot_row(qh, kv[j], dim, rk) * scale;
             if (j < ATT_CHUNK)
                 z[j] = zj;
             m = fmaxf(m, zj);
         }
         float den = 0.0f;
         for (int j = 0; j < n_kv; j++) {
-            float zj = j < ATT_CHUNK ? z[j] : dot_row(qh, kv[j], dim, bf16) * scale;
+            float zj = j < ATT_CHUNK ? z[j] : dot_row(qh, kv[j], dim, rk) * scale;
             float e = expf(zj - m);
             den += e;
             float32x4_t p = vdupq_n_f32(bf16_probs ? fmt_round_bf16(e) : e);
             const void *v = kv[j];
             int i = 0;
             for (; i + 4 <= dim; i += 4)
-                vst1q_f32(o + i, vfmaq_f32(vld1q_f32(o + i), p, row4(v, i, bf16)));
+                vst1q_f32(o + i, vfmaq_f32(vld1q_f32(o + i), p, row4(v, i, rk)));
             for (; i < dim; i++)
-                o[i] += vgetq_lane_f32(p, 0) * row1(v, i, bf16);
+                o[i] += vgetq_lane_f32(p, 0) * row1(v, i, rk);
         }
         den += expf(sink[h] - m);
         float32x4_t inv = vdupq_n_f32(den);
@@ -295,7 +336,8 @@ static inline __attribute__((always_inline)) void attend_rows(float *out, const 
 static void attend_neon(float *out, const float *q, int dim, const float *const *kv, int n_kv,
                         const float *sink, float scale, int bf16_probs, int h0, int h1)
 {
-    attend_rows(out, q, dim, (const void *const *)kv, n_kv, sink, scale, bf16_probs, h0, h1, 0);
+    attend_rows(out, q, dim, (const void *const *)kv, n_kv, sink, scale, bf16_probs, h0, h1,
+                (row_kind){ROWS_F32, 0, 0});
 }
 
 /* Release numerics over rows kept as bf16 (kernels.h): attend_neon's bits,
@@ -303,7 +345,16 @@ static void attend_neon(float *out, const float *q, int dim, const float *const 
 static void attend_bf16_neon(float *out, const float *q, int dim, const uint16_t *const *kv, int n_kv,
                              const float *sink, float scale, int h0, int h1)
 {
-    attend_rows(out, q, dim, (const void *const *)kv, n_kv, sink, scale, 1, h0, h1, 1);
+    attend_rows(out, q, dim, (const void *const *)kv, n_kv, sink, scale, 1, h0, h1, (row_kind){ROWS_BF16, 0, 0});
+}
+
+/* Release numerics over rows in the FP8 layout (kernels.h): attend_neon's
+ * bits on the decoded rows, from 583 bytes a row where bf16 keeps 1024. */
+static void attend_fp8_neon(float *out, const float *q, int dim, int tail, const uint8_t *const *kv, int n_kv,
+                            const float *sink, float scale, int h0, int h1)
+{
+    attend_rows(out, q, dim, (const void *const *)kv, n_kv, sink, scale, 1, h0, h1,
+                (row_kind){ROWS_FP8, dim, tail});
 }
 
 /* ---- indexer scores over FP4 keys (release numerics, kernels.h) ----
@@ -426,6 +477,7 @@ static dsv4_kernels neon_table = {
     .index_scores = index_scores_rows,
     .attend = attend_neon,
     .attend_bf16 = attend_bf16_neon,
+    .attend_fp8 = attend_fp8_neon,
     .index_scores_fp4 = index_scores_fp4_neon,
     .swiglu = ops_swiglu,
     .fp4_quant_sim = fmt_fp4_quant_sim,

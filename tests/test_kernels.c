@@ -925,6 +925,61 @@ static void test_attend_bf16_rows_bitwise(void **state)
 #endif
 }
 
+/* attend_fp8 over rows in the release FP8 layout: every table's gives its
+ * own attend's bits (bf16 probabilities) on the decoded rows. Shapes where
+ * the codes end inside a vector (37 + 0, 72 - 16, 130 - 2 against 16, 8 and
+ * 4 lanes), blocks at scales from 2^-12 to 2^3, odd row counts, past the
+ * kernels' stack of scores, head ranges that are no multiple of 4. */
+static void check_attend_fp8(const dsv4_kernels *k, int heads, int dim, int tail, int n_kv, int h0, int h1)
+{
+    attn_case c = make_attn(heads, dim, n_kv, 2100 + n_kv + dim);
+    size_t row_bytes = fmt_kv_row_bytes(dim, tail);
+    uint8_t *bytes = malloc((n_kv ? (size_t)n_kv : 1) * row_bytes);
+    const uint8_t **rows = malloc((n_kv ? (size_t)n_kv : 1) * sizeof *rows);
+    for (int j = 0; j < n_kv; j++) {
+        float *x = c.kvbuf + (size_t)j * dim;
+        for (int i = 0; i < dim; i++)
+            x[i] = ldexpf(x[i], (i / 64 + j) % 16 - 12);
+        fmt_kv_row_encode(bytes + (size_t)j * row_bytes, x, dim, tail);
+        fmt_kv_row_decode(x, bytes + (size_t)j * row_bytes, dim, tail);
+    }
+    for (int j = 0; j < n_kv; j++) /* in the scattered order of c.kv */
+        rows[j] = bytes + (size_t)((c.kv[j] - c.kvbuf) / dim) * row_bytes;
+    float scale = 1.0f / sqrtf((float)dim);
+    size_t len = (size_t)heads * dim;
+    float *o8 = malloc(len * sizeof *o8), *of = malloc(len * sizeof *of);
+    for (size_t i = 0; i < len; i++)
+        o8[i] = of[i] = 99.0f;
+    k->attend_fp8(o8, c.q, dim, tail, rows, n_kv, c.sink, scale, h0, h1);
+    k->attend(of, c.q, dim, (const float *const *)c.kv, n_kv, c.sink, scale, 1, h0, h1);
+    if (memcmp(o8, of, len * sizeof *o8) != 0) {
+        print_error("%s attend_fp8 heads=%d dim=%d tail=%d n_kv=%d differs from attend\n", k->isa, heads, dim,
+                    tail, n_kv);
+        fail();
+    }
+    free(o8);
+    free(of);
+    free(rows);
+    free(bytes);
+    free_attn(&c);
+}
+
+static void test_attend_fp8(void **state)
+{
+    (void)state;
+    static const int cases[][6] = {{64, 512, 64, 640, 0, 64}, {3, 37, 0, 5, 0, 3},   {2, 512, 64, 1, 0, 2},
+                                   {6, 130, 2, 129, 1, 6},    {5, 72, 16, 2501, 0, 5}, {4, 96, 32, 0, 0, 4},
+                                   {4, 64, 64, 33, 0, 4},     {3, 100, 20, 17, 0, 3}};
+    const dsv4_kernels *kts[1 + MAX_SIMD];
+    int n = all_tables(kts);
+    for (int i = 0; i < n; i++) {
+        assert_non_null(kts[i]->attend_fp8); /* every table has one */
+        for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
+            check_attend_fp8(kts[i], cases[ci][0], cases[ci][1], cases[ci][2], cases[ci][3], cases[ci][4],
+                             cases[ci][5]);
+    }
+}
+
 /* bf16 rounding of the probabilities is visible: with one key at weight
  * e = exp(z - m) = 1 and another at exp(-0.01) (not a bf16 value), the
  * output differs between the two modes exactly as computed by hand. */
@@ -1443,6 +1498,7 @@ int main(void)
         cmocka_unit_test(test_attend),
         cmocka_unit_test(test_attend_bf16),
         cmocka_unit_test(test_attend_bf16_rows_bitwise),
+        cmocka_unit_test(test_attend_fp8),
         cmocka_unit_test(test_attend_bf16_probs_by_hand),
         cmocka_unit_test(test_attend_edges),
         cmocka_unit_test(test_topk),

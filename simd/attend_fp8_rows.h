@@ -1,8 +1,9 @@
 /* attend_fp8 for the includer's vector width: attend_impl.h once more, over
  * key=value rows in the release FP8 layout (formats.h, fmt_kv_row_*), each
  * vector of a row decoded as it is loaded. The includer defines
- * vload_e4m3(p, scale_byte), VLEN e4m3 codes times 2^(scale_byte - 127) as
- * f32 (exact), and vload_bf16_n (attend_bf16_rows.h). The arithmetic and its
+ * vload_e4m3_x256(p, s), VLEN e4m3 codes as f32 times 2^-8 (the bit move of
+ * e4m3 into f16: exact, subnormals included) times the vector s, and
+ * vload_bf16_n (attend_bf16_rows.h). The arithmetic and its
  * order are attend's, so the bits are attend's on the decoded rows, from
  * 583 bytes a row where bf16 keeps 1024 (V4's 448 + 64).
  * Include after attend_impl.h. */
@@ -12,6 +13,8 @@
 #define AT_ROW uint8_t
 #define AT_ROW_AT(row, i, left) at_fp8_load(row, i, left, dim, tail)
 #define AT_FN(name) name##_fp8rows
+
+#include "kv_fp8_scale.h"
 
 /* Columns [i, i + VLEN) of a row, the first `left` of them (i a multiple of
  * VLEN, which divides 64, so a whole vector of codes lies in one block):
@@ -23,7 +26,7 @@ static inline __attribute__((always_inline)) vec at_fp8_load(const uint8_t *row,
     int head = dim - tail;
     const uint8_t *codes = row + 2 * (size_t)tail;
     if (i + VLEN <= head)
-        return vload_e4m3(codes + i, codes[head + i / 64]);
+        return vload_e4m3_x256(codes + i, vset1(kv_fp8_scale.x256[codes[head + i / 64]]));
     if (i >= head)
         return vload_bf16_n((const uint16_t *)(const void *)row + (i - head), left);
     float lane[VLEN];

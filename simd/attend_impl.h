@@ -34,9 +34,16 @@
 #define AT_FLOAT_ROWS
 #endif
 
-#define AT_HG 4     /* heads per group */
+/* heads per group (at most 8) and output vectors per weighted-sum tile: an
+ * includer may choose others (AT_HG * AT_PV accumulators must fit its
+ * registers) */
+#ifndef AT_HG
+#define AT_HG 4
+#endif
+#ifndef AT_PV
+#define AT_PV 4
+#endif
 #define AT_ZCH 1024 /* rows whose scores are kept */
-#define AT_PV 4     /* output vectors per weighted-sum tile */
 
 /* z[h][j] = scale * q_h . kv[j], two rows at a time against NH heads. */
 static inline __attribute__((always_inline)) void AT_FN(at_scores)(int NH, const float *q, int dim, int tail,
@@ -50,13 +57,13 @@ static inline __attribute__((always_inline)) void AT_FN(at_scores)(int NH, const
         int two = j + 1 < nj;
         const AT_ROW *k0 = kv[j], *k1 = kv[two ? j + 1 : j];
         vec a0[AT_HG], a1[AT_HG];
-        #pragma GCC unroll 4
+        #pragma GCC unroll 8
         for (int h = 0; h < NH; h++)
             a0[h] = a1[h] = vzero();
         int i = 0;
         for (; i + VLEN <= dim; i += VLEN) {
             vec r0 = AT_ROW_AT(k0, i, VLEN), r1 = AT_ROW_AT(k1, i, VLEN);
-            #pragma GCC unroll 4
+            #pragma GCC unroll 8
             for (int h = 0; h < NH; h++) {
                 vec qh = vload_n(q + (size_t)h * dim + i, VLEN);
                 a0[h] = vfma(qh, r0, a0[h]);
@@ -65,14 +72,14 @@ static inline __attribute__((always_inline)) void AT_FN(at_scores)(int NH, const
         }
         if (i < dim) {
             vec r0 = AT_ROW_AT(k0, i, dim - i), r1 = AT_ROW_AT(k1, i, dim - i);
-            #pragma GCC unroll 4
+            #pragma GCC unroll 8
             for (int h = 0; h < NH; h++) {
                 vec qh = vload_n(q + (size_t)h * dim + i, dim - i);
                 a0[h] = vfma(qh, r0, a0[h]);
                 a1[h] = vfma(qh, r1, a1[h]);
             }
         }
-        #pragma GCC unroll 4
+        #pragma GCC unroll 8
         for (int h = 0; h < NH; h++) {
             z[h][j] = vsum(a0[h]) * scale;
             m[h] = max_f32(m[h], z[h][j]);
@@ -91,7 +98,7 @@ static inline __attribute__((always_inline)) void AT_FN(at_pv_slice)(int NH, int
 {
     (void)tail; /* for AT_ROW_AT */
     vec acc[AT_HG][AT_PV];
-    #pragma GCC unroll 4
+    #pragma GCC unroll 8
     for (int h = 0; h < NH; h++)
         #pragma GCC unroll 4
         for (int v = 0; v < AT_PV; v++)
@@ -101,7 +108,7 @@ static inline __attribute__((always_inline)) void AT_FN(at_pv_slice)(int NH, int
         #pragma GCC unroll 4
         for (int v = 0; v < AT_PV; v++)
             r[v] = AT_ROW_AT(kv[j], i + v * VLEN, width - v * VLEN);
-        #pragma GCC unroll 4
+        #pragma GCC unroll 8
         for (int h = 0; h < NH; h++) {
             vec ph = vset1(p[h][j]);
             #pragma GCC unroll 4
@@ -109,7 +116,7 @@ static inline __attribute__((always_inline)) void AT_FN(at_pv_slice)(int NH, int
                 acc[h][v] = vfma(ph, r[v], acc[h][v]);
         }
     }
-    #pragma GCC unroll 4
+    #pragma GCC unroll 8
     for (int h = 0; h < NH; h++)
         #pragma GCC unroll 4
         for (int v = 0; v < AT_PV; v++)
@@ -136,7 +143,9 @@ static inline __attribute__((always_inline)) void AT_FN(at_group)(int NH, float 
     for (int j0 = 0; j0 < n_kv; j0 += AT_ZCH) {
         int nj = n_kv - j0 < AT_ZCH ? n_kv - j0 : AT_ZCH;
         if (n_kv > AT_ZCH) {
-            float unused[AT_HG] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+            float unused[AT_HG];
+            for (int h = 0; h < AT_HG; h++)
+                unused[h] = -INFINITY;
             AT_FN(at_scores)(NH, q, dim, tail, kv + j0, nj, scale, z, unused);
         }
         for (int h = 0; h < NH; h++) {
@@ -177,12 +186,30 @@ static void AT_FN(at_attend)(float *out, const float *q, int dim, int tail, cons
         case 3:
             AT_FN(at_group)(3, o, qg, dim, tail, kv, n_kv, sink + hg, scale, bf16_probs);
             break;
-        default:
+#if AT_HG > 4
+        case 4:
             AT_FN(at_group)(4, o, qg, dim, tail, kv, n_kv, sink + hg, scale, bf16_probs);
+            break;
+        case 5:
+            AT_FN(at_group)(5, o, qg, dim, tail, kv, n_kv, sink + hg, scale, bf16_probs);
+            break;
+        case 6:
+            AT_FN(at_group)(6, o, qg, dim, tail, kv, n_kv, sink + hg, scale, bf16_probs);
+            break;
+        case 7:
+            AT_FN(at_group)(7, o, qg, dim, tail, kv, n_kv, sink + hg, scale, bf16_probs);
+            break;
+#endif
+        default:
+            AT_FN(at_group)(AT_HG, o, qg, dim, tail, kv, n_kv, sink + hg, scale, bf16_probs);
             break;
         }
     }
 }
+
+#undef AT_HG
+#undef AT_PV
+#undef AT_ZCH
 
 #ifdef AT_FLOAT_ROWS
 static void attend_vec(float *out, const float *q, int dim, const float *const *kv, int n_kv, const float *sink,

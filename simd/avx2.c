@@ -343,15 +343,13 @@ static inline vec vload_bf16_n(const uint16_t *p, int left)
 
 #include "attend_bf16_rows.h"
 
-/* 8 e4m3 codes of one block times its scale, for attend_fp8
- * (attend_fp8_rows.h): fp8x16's bit move to f16, the 2^8 on the scale. */
-static inline vec vload_e4m3(const uint8_t *p, int scale_byte)
+/* 8 e4m3 codes times 2^-8 times s, for attend_fp8 (attend_fp8_rows.h):
+ * fp8x16's bit move to f16, without its NaN check (a row's NaNs are in
+ * its scale). */
+static inline vec vload_e4m3_x256(const uint8_t *p, vec s)
 {
     __m128i b = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)p));
     __m128i h = _mm_and_si128(_mm_slli_epi16(b, 7), _mm_set1_epi16((short)0xbf80));
-    __m128i nan = _mm_cmpeq_epi16(_mm_and_si128(h, _mm_set1_epi16(0x3f80)), _mm_set1_epi16(0x3f80));
-    h = _mm_blendv_epi8(h, _mm_set1_epi16(0x7e00), nan);
-    vec s = _mm256_castsi256_ps(_mm256_set1_epi32((scale_byte + 8) << 23));
     return _mm256_mul_ps(_mm256_cvtph_ps(h), s);
 }
 

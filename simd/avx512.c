@@ -746,20 +746,18 @@ static inline vec vload_bf16_n(const uint16_t *p, int left)
 
 #include "attend_bf16_rows.h"
 
-/* 16 e4m3 codes of one block times its scale, for attend_fp8
- * (attend_fp8_rows.h): fp8x32's bit move to f16 (x 2^-8, subnormals
- * included), the 2^8 on the scale (a scale byte <= 246 keeps it finite). */
-static inline vec vload_e4m3(const uint8_t *p, int scale_byte)
+/* 16 e4m3 codes times 2^-8 times s, for attend_fp8 (attend_fp8_rows.h):
+ * fp8x32's bit move to f16, without its NaN check (a row's NaNs are in
+ * its scale). */
+static inline vec vload_e4m3_x256(const uint8_t *p, vec s)
 {
     __m128i raw = _mm_loadu_si128((const __m128i *)p);
     __m256i h = _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(raw), 7), _mm256_set1_epi16((short)0xbf80));
-    __mmask16 nan = _mm_cmpeq_epi8_mask(_mm_or_si128(raw, _mm_set1_epi8((char)0x80)), _mm_set1_epi8((char)0xff));
-    if (__builtin_expect(nan != 0, 0))
-        h = _mm256_mask_mov_epi16(h, nan, _mm256_set1_epi16(0x7e00));
-    vec s = _mm512_castsi512_ps(_mm512_set1_epi32((scale_byte + 8) << 23));
     return _mm512_mul_ps(_mm512_cvtph_ps(h), s);
 }
 
+#define AT_HG 8 /* 8 heads x 2 output vectors of accumulators: 0.65 -> 0.49 ms for 64 heads over 640 rows */
+#define AT_PV 2
 #include "attend_fp8_rows.h"
 
 void index_scores_fp4_avx512vnni(float *scores, const int8_t *q_codes, const float *q_scale,

@@ -248,9 +248,14 @@ void fmt_kv_row_encode(uint8_t *row, const float *x, int dim, int tail)
         int e = fmt_act_quant_exp(block_amax(x + b0, (size_t)len));
         e = e > 119 ? 119 : e; /* keeps scale * 2^8 finite for the kernels' decode */
         float inv_s = pow2f(-e);
-        scales[b0 / KV_BLOCK] = (uint8_t)(e + 127);
-        for (int i = 0; i < len; i++)
+        int nan = 0;
+        for (int i = 0; i < len; i++) {
             codes[b0 + i] = fmt_f32_to_e4m3(min_f32(max_f32(x[b0 + i] * inv_s, -448.0f), 448.0f));
+            nan |= isnan(x[b0 + i]);
+        }
+        /* a NaN's block decodes as NaN through its scale, so the kernels
+         * need not look for NaN codes */
+        scales[b0 / KV_BLOCK] = nan ? 0xff : (uint8_t)(e + 127);
     }
 }
 

@@ -48,7 +48,9 @@ size_t fmt_kv_row_bytes(int dim, int tail);
  * (values already simulated come back unchanged), the tail rounded to bf16;
  * so fmt_kv_row_value gives what act_quant_sim plus bf16 rounding leaves.
  * Scale bytes stay in [105, 246] (a block beyond 448 * 2^119, near FLT_MAX,
- * saturates there), the range the attention kernels take. */
+ * saturates there), or 0xff (NaN) for a block with a NaN, which then
+ * decodes as all NaN: no other block has a NaN code (0x7f, 0xff), so the
+ * attention kernels look only at the scale. */
 void fmt_kv_row_encode(uint8_t *row, const float *x, int dim, int tail);
 /* Column i's value (exact: a code times its power-of-two scale). */
 float fmt_kv_row_value(const uint8_t *row, int dim, int tail, int i);

@@ -90,8 +90,9 @@ typedef struct {
                         const float *sink, float scale, int h0, int h1);
     /* attend with bf16_probs over rows in the release FP8 layout (formats.h,
      * fmt_kv_row_*): kv[j] holds dim values, the last tail of them bf16,
-     * the rest e4m3 codes with scale bytes in [64, 246] (fmt_kv_row_encode
-     * writes 105..246). The values are exact in f32, so a kernel that
+     * the rest e4m3 codes with scale bytes in [64, 246], or 0xff for a
+     * block of NaNs, and NaN codes only in such blocks (as fmt_kv_row_encode
+     * writes them). The values are exact in f32, so a kernel that
      * decodes each row as it loads it gives attend's bits on the decoded
      * rows; every table's does (1.75x fewer bytes than bf16 rows for
      * V4's 448 + 64). A table may leave it NULL: its callers then keep

@@ -20,6 +20,7 @@
 
 #include "kernels.h"
 #include "formats.h"
+#include "kv_fp8_scale.h"
 
 #ifndef HWCAP_ASIMDDP
 #define HWCAP_ASIMDDP (1 << 20)
@@ -208,18 +209,16 @@ typedef struct {
     int kind, dim, tail; /* dim, tail: ROWS_FP8's layout (formats.h) */
 } row_kind;
 
-/* Four e4m3 codes of one block times its scale: fp8x8's bit move to f16,
- * the 2^8 on the scale (a scale byte <= 246 keeps it finite). */
-static inline float32x4_t e4m3x4(const uint8_t *p, int scale_byte)
+/* Four e4m3 codes of one block times its scale: fp8x8's bit move to f16
+ * (x 2^-8), the 2^8 in the scale table; no NaN check (a row's NaNs are in
+ * its scale, formats.h). */
+static inline float32x4_t e4m3x4(const uint8_t *p, uint8_t scale_byte)
 {
     uint32_t four;
     memcpy(&four, p, sizeof four);
     int16x8_t b = vmovl_s8(vreinterpret_s8_u32(vdup_n_u32(four)));
     uint16x8_t h = vandq_u16(vreinterpretq_u16_s16(vshlq_n_s16(b, 7)), vdupq_n_u16(0xbf80));
-    uint16x8_t nan = vceqq_u16(vandq_u16(h, vdupq_n_u16(0x3f80)), vdupq_n_u16(0x3f80));
-    h = vbslq_u16(nan, vdupq_n_u16(0x7e00), h);
-    float32x4_t s = vreinterpretq_f32_u32(vdupq_n_u32((uint32_t)(scale_byte + 8) << 23));
-    return vmulq_f32(vcvt_f32_f16(vget_low_f16(vreinterpretq_f16_u16(h))), s);
+    return vmulq_n_f32(vcvt_f32_f16(vget_low_f16(vreinterpretq_f16_u16(h))), kv_fp8_scale.x256[scale_byte]);
 }
 
 static inline float32x4_t bf16x4(const uint16_t *p)

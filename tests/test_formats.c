@@ -401,6 +401,23 @@ static void test_kv_row_roundtrip(void **state)
     }
 }
 
+/* A NaN makes its block's scale NaN (0xff), so the whole block decodes as
+ * NaN; the other blocks keep their values. */
+static void test_kv_row_nan(void **state)
+{
+    (void)state;
+    float x[200], back[200];
+    for (int i = 0; i < 200; i++)
+        x[i] = (float)(i % 7) - 3.0f;
+    x[70] = NAN;
+    uint8_t row[256];
+    fmt_kv_row_encode(row, x, 200, 8);
+    assert_int_equal(row[16 + 192 + 1], 0xff);
+    fmt_kv_row_decode(back, row, 200, 8);
+    for (int i = 0; i < 200; i++)
+        assert_true(i >= 64 && i < 128 ? isnan(back[i]) : back[i] == x[i]);
+}
+
 /* ---- Hadamard ---- */
 
 static void test_hadamard(void **state)
@@ -453,6 +470,7 @@ int main(void)
         cmocka_unit_test(test_fp4_quant_ties_and_values),
         cmocka_unit_test(test_kv_row_layout),
         cmocka_unit_test(test_kv_row_roundtrip),
+        cmocka_unit_test(test_kv_row_nan),
         cmocka_unit_test(test_hadamard),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -980,6 +980,36 @@ static void test_attend_fp8(void **state)
     }
 }
 
+/* A NaN in a row (kept in its block's scale) reaches every head's output. */
+static void test_attend_fp8_nan(void **state)
+{
+    (void)state;
+    enum { HEADS = 5, DIM = 512, TAIL = 64, ROWS = 9 };
+    float q[HEADS * DIM], x[DIM], out[HEADS * DIM], sink[HEADS] = {0};
+    static uint8_t bytes[ROWS][640];
+    const uint8_t *rows[ROWS];
+    for (int i = 0; i < HEADS * DIM; i++)
+        q[i] = 0.01f * (float)(i % 13);
+    for (int j = 0; j < ROWS; j++) {
+        for (int i = 0; i < DIM; i++)
+            x[i] = 0.1f * (float)((i + j) % 5);
+        if (j == 6)
+            x[300] = NAN;
+        fmt_kv_row_encode(bytes[j], x, DIM, TAIL);
+        rows[j] = bytes[j];
+    }
+    const dsv4_kernels *kts[1 + MAX_SIMD];
+    int n = all_tables(kts);
+    for (int i = 0; i < n; i++) {
+        kts[i]->attend_fp8(out, q, DIM, TAIL, rows, ROWS, sink, 0.05f, 0, HEADS);
+        for (int k = 0; k < HEADS * DIM; k++)
+            if (!isnan(out[k])) {
+                print_error("%s attend_fp8: out[%d] = %g over a NaN row\n", kts[i]->isa, k, out[k]);
+                fail();
+            }
+    }
+}
+
 /* bf16 rounding of the probabilities is visible: with one key at weight
  * e = exp(z - m) = 1 and another at exp(-0.01) (not a bf16 value), the
  * output differs between the two modes exactly as computed by hand. */
@@ -1499,6 +1529,7 @@ int main(void)
         cmocka_unit_test(test_attend_bf16),
         cmocka_unit_test(test_attend_bf16_rows_bitwise),
         cmocka_unit_test(test_attend_fp8),
+        cmocka_unit_test(test_attend_fp8_nan),
         cmocka_unit_test(test_attend_bf16_probs_by_hand),
         cmocka_unit_test(test_attend_edges),
         cmocka_unit_test(test_topk),

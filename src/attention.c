@@ -57,9 +57,9 @@ struct attn_state {
     int max_tokens, max_chunk, max_entries;
     long n_seen;                 /* tokens of the sequence processed so far */
 
-    float *window;               /* ring [ring][head_dim]: position p in row p % ring (NULL with window_b) */
+    float *window;               /* ring [ring][head_dim]: position p in row p % ring (NULL with window_8) */
     int ring;                    /* window + max_chunk: a whole chunk's keys fit beside the window of its first token */
-    float *entries;              /* [max_entries][head_dim] compressed KV (NULL with entries_b) */
+    float *entries;              /* [max_entries][head_dim] compressed KV (NULL with entries_8) */
     int n_entries;
     float *index_keys;           /* CSA, plain: [max_entries][index_head_dim] */
     uint8_t *index_fp4;          /* CSA, release: the keys as FP4 codes and e8m0 scales, */
@@ -86,12 +86,14 @@ struct attn_state {
     float *cos_e, *sin_e;        /* [rope_dim/2] at a compressed entry's position */
     float *entry;                /* [head_dim] one pooled entry */
     const float **kv_rows;       /* [window + visible compressed] */
-    /* Release numerics where the kernels have attend_bf16 (every table:
+    /* Release numerics where the kernels have attend_fp8 (every table:
      * AVX-512, AVX2, NEON, the scalar reference): the window ring and the
-     * entries as bf16 only (their values are bf16 numbers), which that
-     * kernel reads; NULL otherwise. */
-    uint16_t *window_b, *entries_b;
-    const uint16_t **kv_rows_b;  /* [max_rows] */
+     * entries only in the release FP8 layout (formats.h: their values are
+     * FP8-simulated with a bf16 RoPE tail, so nothing is lost), row_bytes a
+     * row (584 for V4), which that kernel reads; NULL otherwise. */
+    uint8_t *window_8, *entries_8;
+    size_t row_bytes;
+    const uint8_t **kv_rows_8;   /* [max_rows] */
     float *scores;               /* [max_entries] */
     int *selected, *topk_scratch;/* [max_entries] */
 
@@ -102,7 +104,7 @@ struct attn_state {
     int workers;
     float *w_cos, *w_sin;        /* [workers][rope_dim/2] */
     const float **w_rows;        /* [workers][max_rows] */
-    const uint16_t **w_rows_b;   /* [workers][max_rows], with window_b */
+    const uint8_t **w_rows_8;    /* [workers][max_rows], with window_8 */
     float *w_scores;             /* [workers][max_entries] (CSA) */
     int *w_selected, *w_topk;    /* [workers][max_entries] (CSA) */
     int max_rows;
@@ -157,11 +159,12 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
     size_t ch = (size_t)max_chunk, hd = (size_t)c->head_dim, qdim = (size_t)c->n_heads * hd;
     size_t me = (size_t)st->max_entries;
     st->ring = c->window + max_chunk;
-    /* Release numerics where the kernels read bf16 rows: the window ring and
-     * the entries are kept only as bf16 (their values are bf16 numbers), half
-     * the fp32 rows; an entry is pooled in st->entry first. */
-    int bf16_rows = release && e->k->attend_bf16;
-    if (!bf16_rows)
+    /* Release numerics where the kernels read FP8 rows: the window ring and
+     * the entries are kept only in that layout (0.29x the fp32 rows); an
+     * entry is pooled in st->entry first. Rows start at multiples of 8. */
+    int fp8_rows = release && e->k->attend_fp8;
+    st->row_bytes = (fmt_kv_row_bytes(c->head_dim, c->rope_dim) + 7) & ~(size_t)7;
+    if (!fp8_rows)
         st->window = xcalloc((size_t)st->ring * hd, sizeof(float), &failed);
     st->xb = xcalloc(ch * c->dim, sizeof(float), &failed);
     st->xq = xcalloc(ch * c->dim, sizeof(float), &failed);
@@ -180,7 +183,7 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
     if (kind != DSV4_LAYER_WINDOW) {
         int overlap = kind == DSV4_LAYER_CSA;
         size_t cw = (size_t)(1 + overlap) * hd;
-        if (!bf16_rows)
+        if (!fp8_rows)
             st->entries = xcalloc(me * hd, sizeof(float), &failed);
         st->ca = xcalloc(ch * cw, sizeof(float), &failed);
         st->cg = xcalloc(ch * cw, sizeof(float), &failed);
@@ -212,11 +215,11 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
     }
     st->kv_rows = xcalloc(max_rows, sizeof(float *), &failed);
     st->max_rows = (int)max_rows;
-    if (bf16_rows) {
-        st->window_b = xcalloc((size_t)st->ring * hd, sizeof(uint16_t), &failed);
+    if (fp8_rows) {
+        st->window_8 = xcalloc((size_t)st->ring, st->row_bytes, &failed);
         if (kind != DSV4_LAYER_WINDOW)
-            st->entries_b = xcalloc(me * hd, sizeof(uint16_t), &failed);
-        st->kv_rows_b = xcalloc(max_rows, sizeof(uint16_t *), &failed);
+            st->entries_8 = xcalloc(me, st->row_bytes, &failed);
+        st->kv_rows_8 = xcalloc(max_rows, sizeof(uint8_t *), &failed);
     }
     st->workers = omp_get_max_threads();
     if (st->workers > max_chunk)
@@ -228,8 +231,8 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
     st->w_cos = xcalloc(w * half, sizeof(float), &failed);
     st->w_sin = xcalloc(w * half, sizeof(float), &failed);
     st->w_rows = xcalloc(w * max_rows, sizeof(float *), &failed);
-    if (bf16_rows)
-        st->w_rows_b = xcalloc(w * max_rows, sizeof(uint16_t *), &failed);
+    if (fp8_rows)
+        st->w_rows_8 = xcalloc(w * max_rows, sizeof(uint8_t *), &failed);
     if (kind == DSV4_LAYER_CSA) {
         st->w_scores = xcalloc(w * me, sizeof(float), &failed);
         st->w_selected = xcalloc(w * me, sizeof(int), &failed);
@@ -250,10 +253,10 @@ void attn_state_free(attn_state *st)
         return;
     free(st->window);
     free(st->entries);
-    free(st->window_b);
-    free(st->entries_b);
-    free(st->kv_rows_b);
-    free(st->w_rows_b);
+    free(st->window_8);
+    free(st->entries_8);
+    free(st->kv_rows_8);
+    free(st->w_rows_8);
     free(st->index_keys);
     free(st->index_fp4);
     free(st->index_fp4_scales);
@@ -467,13 +470,6 @@ static void rope_vectors(float *v, int n_vec, int dim, int rope_dim, const float
     }
 }
 
-/* The bf16 copy of a key=value row whose values are bf16 numbers (release). */
-static void to_bf16(uint16_t *dst, const float *src, int n)
-{
-    for (int i = 0; i < n; i++)
-        dst[i] = fmt_f32_to_bf16(src[i]);
-}
-
 /* Step 2, the part that changes the state, for row i of sc's projections,
  * the token at position t of the sequence whose state is st (sc == st for a
  * chunk of one sequence), in token order: its key enters the window ring, and
@@ -488,12 +484,14 @@ static void advance_state(const dsv4_engine *e, const dsv4_layer_weights *L, att
                                                           : e->tables->inv_freq_compressed;
     float *kv = sc->kv + (size_t)i * hd;
     rope_vectors(kv, 1, hd, rd, cos_t, sin_t, 0, release);
-    if (release)
-        fmt_act_quant_sim(kv, (size_t)(hd - rd), 64);
-    if (st->window_b)
-        to_bf16(st->window_b + (size_t)(t % st->ring) * hd, kv, hd);
-    else
+    if (st->window_8) {
+        /* the FP8 simulation (block 64) by storing the codes it makes */
+        fmt_kv_row_encode(st->window_8 + (size_t)(t % st->ring) * st->row_bytes, kv, hd, rd);
+    } else {
+        if (release)
+            fmt_act_quant_sim(kv, (size_t)(hd - rd), 64);
         memcpy(st->window + (size_t)(t % st->ring) * hd, kv, (size_t)hd * sizeof *kv);
+    }
 
     double t0 = prof_begin(prof);
     if (st->kind == DSV4_LAYER_CSA) {
@@ -514,7 +512,7 @@ static void advance_state(const dsv4_engine *e, const dsv4_layer_weights *L, att
         t0 = prof_begin(prof);
     }
     if (st->kind != DSV4_LAYER_WINDOW) {
-        float *entry = st->entries_b ? st->entry : st->entries + (size_t)st->n_entries * hd;
+        float *entry = st->entries_8 ? st->entry : st->entries + (size_t)st->n_entries * hd;
         int cw = (st->kind == DSV4_LAYER_CSA ? 2 : 1) * hd;
         if (compressor_push(&st->comp, t, sc->ca + (size_t)i * cw, sc->cg + (size_t)i * cw,
                             L->compressor.ape, entry)) {
@@ -522,22 +520,23 @@ static void advance_state(const dsv4_engine *e, const dsv4_layer_weights *L, att
             rope_cos_sin(st->cos_e, st->sin_e, inv_freq, rd / 2, t + 1 - st->ratio);
             compressor_finish_entry(entry, hd, L->compressor.norm, c->norm_eps, rd, st->cos_e, st->sin_e,
                                     release, 0);
-            if (st->entries_b)
-                to_bf16(st->entries_b + (size_t)st->n_entries * hd, entry, hd);
+            if (st->entries_8) /* FP8-simulated already: the codes keep every value */
+                fmt_kv_row_encode(st->entries_8 + (size_t)st->n_entries * st->row_bytes, entry, hd, rd);
             st->n_entries++;
         }
         prof_end(prof, DSV4_PROF_COMPRESSOR, t0);
     }
 }
 
-/* Heads [h0, h1) of one query over its rows: the bf16 copies where the
- * state keeps them (kv_rows_b non-NULL), else the fp32 rows. */
-static void attend_heads(const dsv4_kernels *k, float *o, const float *q, int hd, const float *const *kv_rows,
-                         const uint16_t *const *kv_rows_b, int n_rows, const float *sink, float scale, int release,
+/* Heads [h0, h1) of one query over its rows: the FP8 rows where the state
+ * keeps them (kv_rows_8 non-NULL; rd values of bf16 RoPE tail), else the
+ * fp32 rows. */
+static void attend_heads(const dsv4_kernels *k, float *o, const float *q, int hd, int rd, const float *const *kv_rows,
+                         const uint8_t *const *kv_rows_8, int n_rows, const float *sink, float scale, int release,
                          int h0, int h1)
 {
-    if (kv_rows_b)
-        k->attend_bf16(o, q, hd, kv_rows_b, n_rows, sink, scale, h0, h1);
+    if (kv_rows_8)
+        k->attend_fp8(o, q, hd, rd, kv_rows_8, n_rows, sink, scale, h0, h1);
     else
         k->attend(o, q, hd, kv_rows, n_rows, sink, scale, release, h0, h1);
 }
@@ -550,7 +549,7 @@ static void attend_heads(const dsv4_kernels *k, float *o, const float *q, int hd
  * never writes it. */
 static void attend_row(const dsv4_engine *e, const dsv4_layer_weights *L, const attn_state *st, attn_state *sc,
                        int i, long t, int n_entries, int n_keys, const float *cos_t, const float *sin_t,
-                       const float **kv_rows, const uint16_t **kv_rows_b, float *scores, int *selected,
+                       const float **kv_rows, const uint8_t **kv_rows_8, float *scores, int *selected,
                        int *topk_scratch, int heads_parallel, int release, prof_counters *prof)
 {
     const dsv4_config *c = &e->cfg;
@@ -579,23 +578,23 @@ static void attend_row(const dsv4_engine *e, const dsv4_layer_weights *L, const 
     }
 
     /* the rows: window positions, then entries (HCA: all; CSA: the selected),
-     * as fp32 rows or their bf16 copies */
-    int n_rows = 0, bf16_rows = st->window_b != NULL;
+     * as FP8 rows or fp32 ones */
+    int n_rows = 0, fp8_rows = st->window_8 != NULL;
     long first = t - win + 1 > 0 ? t - win + 1 : 0;
     for (long p = first; p <= t; p++, n_rows++) {
-        size_t off = (size_t)(p % st->ring) * hd;
-        if (bf16_rows)
-            kv_rows_b[n_rows] = st->window_b + off;
+        size_t slot = (size_t)(p % st->ring);
+        if (fp8_rows)
+            kv_rows_8[n_rows] = st->window_8 + slot * st->row_bytes;
         else
-            kv_rows[n_rows] = st->window + off;
+            kv_rows[n_rows] = st->window + slot * hd;
     }
     int n_comp = st->kind == DSV4_LAYER_HCA ? n_entries : st->kind == DSV4_LAYER_CSA ? n_selected : 0;
     for (int j = 0; j < n_comp; j++, n_rows++) {
-        size_t off = (size_t)(st->kind == DSV4_LAYER_HCA ? j : selected[j]) * hd;
-        if (bf16_rows)
-            kv_rows_b[n_rows] = st->entries_b + off;
+        size_t entry = (size_t)(st->kind == DSV4_LAYER_HCA ? j : selected[j]);
+        if (fp8_rows)
+            kv_rows_8[n_rows] = st->entries_8 + entry * st->row_bytes;
         else
-            kv_rows[n_rows] = st->entries + off;
+            kv_rows[n_rows] = st->entries + entry * hd;
     }
 
     if (prof)
@@ -603,16 +602,20 @@ static void attend_row(const dsv4_engine *e, const dsv4_layer_weights *L, const 
     float *o = sc->o + (size_t)i * H * hd;
     const dsv4_kernels *k = e->k;
     float scale = 1.0f / sqrtf((float)hd);
-    const uint16_t *const *rows_b = bf16_rows ? kv_rows_b : NULL;
+    const uint8_t *const *rows_8 = fp8_rows ? kv_rows_8 : NULL;
     if (heads_parallel) {
-        /* Heads in fours: the kernels read each key row once for up to 4 heads. */
-        int groups = (H + 3) / 4;
+        /* Heads in eights while that still gives every thread a group, else
+         * in fours: the kernels read each key row once for a group (up to 8
+         * heads on AVX-512 over FP8 rows, 4 elsewhere), so larger groups
+         * decode and load each row fewer times. A head's bits do not depend
+         * on its group. */
+        int per = H / 8 >= omp_get_max_threads() ? 8 : 4, groups = (H + per - 1) / per;
 #pragma omp parallel for schedule(static)
         for (int g = 0; g < groups; g++)
-            attend_heads(k, o, q, hd, kv_rows, rows_b, n_rows, L->attn_sink, scale, release, 4 * g,
-                         4 * g + 4 < H ? 4 * g + 4 : H);
+            attend_heads(k, o, q, hd, rd, kv_rows, rows_8, n_rows, L->attn_sink, scale, release, per * g,
+                         per * g + per < H ? per * g + per : H);
     } else {
-        attend_heads(k, o, q, hd, kv_rows, rows_b, n_rows, L->attn_sink, scale, release, 0, H);
+        attend_heads(k, o, q, hd, rd, kv_rows, rows_8, n_rows, L->attn_sink, scale, release, 0, H);
     }
     if (release)
         fmt_round_bf16_array(o, (size_t)H * hd);
@@ -627,7 +630,7 @@ static void attend_token(const dsv4_engine *e, const dsv4_layer_weights *L, attn
                                                           : e->tables->inv_freq_compressed;
     rope_cos_sin(st->cos_t, st->sin_t, inv_freq, e->cfg.rope_dim / 2, t);
     advance_state(e, L, st, sc, i, t, st->cos_t, st->sin_t, release, prof);
-    attend_row(e, L, st, sc, i, t, st->n_entries, st->n_index_keys, st->cos_t, st->sin_t, st->kv_rows, st->kv_rows_b,
+    attend_row(e, L, st, sc, i, t, st->n_entries, st->n_index_keys, st->cos_t, st->sin_t, st->kv_rows, st->kv_rows_8,
                st->scores, st->selected, st->topk_scratch, heads_parallel, release, prof);
 }
 
@@ -670,7 +673,7 @@ static void attend_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, attn
         rope_cos_sin(cos_t, sin_t, inv_freq, half, pos0 + i);
         attend_row(e, L, st, st, i, pos0 + i, st->vis_entries[i], st->vis_keys[i], cos_t, sin_t,
                    st->w_rows + (size_t)w * st->max_rows,
-                   st->w_rows_b ? st->w_rows_b + (size_t)w * st->max_rows : NULL,
+                   st->w_rows_8 ? st->w_rows_8 + (size_t)w * st->max_rows : NULL,
                    st->w_scores ? st->w_scores + (size_t)w * me : NULL,
                    st->w_selected ? st->w_selected + (size_t)w * me : NULL,
                    st->w_topk ? st->w_topk + (size_t)w * me : NULL, 0, release, &row_prof[i]);

@@ -520,6 +520,35 @@ static void test_thread_invariance(void **state)
     omp_set_num_threads(saved);
 }
 
+/* Release numerics keep the window and the entries as FP8 rows wherever
+ * the kernels have attend_fp8, and as fp32 rows holding the same simulated
+ * values where they do not: since the FP8 simulation is the storage format,
+ * the two give the same bits, in one chunk and token by token. */
+static void test_fp8_rows_equal_fp32_rows(void **state)
+{
+    (void)state;
+    enum { T = 45 };
+    int whole[] = {T}, single[] = {1};
+    dsv4_engine fp8, fp32;
+    make_engine(&fp8, DSV4_NUMERICS_RELEASE, 61);
+    make_engine(&fp32, DSV4_NUMERICS_RELEASE, 61);
+    assert_non_null(fp8.k->attend_fp8);
+    dsv4_kernels without = *fp8.k;
+    without.attend_fp8 = NULL;
+    fp32.k = &without;
+    float *x = input_seq(T, 6);
+    float *a = keep(malloc((size_t)T * DIM * sizeof *a));
+    float *b = keep(malloc((size_t)T * DIM * sizeof *b));
+    for (int layer = 0; layer < N_LAYERS; layer++)
+        for (int by_token = 0; by_token < 2; by_token++) {
+            run_layer(&fp8, layer, x, T, by_token ? single : whole, 1, a);
+            run_layer(&fp32, layer, x, T, by_token ? single : whole, 1, b);
+            if (memcmp(a, b, (size_t)T * DIM * sizeof *a) != 0)
+                fail_msg("layer %d (%s): FP8 rows != fp32 rows", layer, by_token ? "token by token" : "one chunk");
+        }
+    free_all();
+}
+
 /* Release numerics round at many points: close to plain, never equal to it. */
 static void test_release_near_plain(void **state)
 {
@@ -813,6 +842,7 @@ int main(void)
         cmocka_unit_test(test_chunk_invariance_plain),
         cmocka_unit_test(test_chunk_invariance_release),
         cmocka_unit_test(test_thread_invariance),
+        cmocka_unit_test(test_fp8_rows_equal_fp32_rows),
         cmocka_unit_test(test_release_near_plain),
         cmocka_unit_test(test_reset_restarts_sequence),
         cmocka_unit_test(test_state_new_rejects_bad_arguments),

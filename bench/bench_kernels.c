@@ -330,35 +330,29 @@ static void bench_indexer(int n_keys, double bw, double vnni_peak)
     free(raw);
 }
 
-/* The rows attention reads: fp32, bf16 (attend_bf16) or the release FP8
- * layout (attend_fp8: 448 e4m3 + 64 bf16). */
-enum rows { ROWS_F32, ROWS_BF16, ROWS_FP8 };
+/* The rows attention reads: fp32, or the release FP8 layout (attend_fp8:
+ * 448 e4m3 + 64 bf16). */
+enum rows { ROWS_F32, ROWS_FP8 };
 
 /* One query, 64 heads x 512, over n_comp gathered + 128 window entries;
  * heads split over threads, `group` heads per call (the vector kernels
  * share each row they load among their group). fp32 rows go through attend,
- * the others through attend_bf16 / attend_fp8 (release numerics); the
- * ceiling is the caller's (the bf16 dot peak where the kernel uses it). */
+ * FP8 rows through attend_fp8 (release numerics); against the FMA peak. */
 static void bench_attend(double peak, int n_comp, int group, enum rows rows)
 {
     const int heads = 64, dim = 512, rope = 64, n_kv = n_comp + 128;
     size_t row8 = fmt_kv_row_bytes(dim, rope);
     float *q = make_x((size_t)heads * dim), *kvf = make_x((size_t)n_kv * dim);
-    uint16_t *kvb = big((size_t)n_kv * dim * sizeof *kvb);
     uint8_t *kv8 = big((size_t)n_kv * row8);
     float *out = big((size_t)heads * dim * sizeof *out), sink[64];
     const float **kv = malloc(n_kv * sizeof *kv);
-    const uint16_t **kv_b = malloc(n_kv * sizeof *kv_b);
     const uint8_t **kv_8 = malloc(n_kv * sizeof *kv_8);
     for (size_t i = 0; i < (size_t)heads * dim; i++)
         q[i] = fmt_round_bf16(q[i]);
-    for (size_t i = 0; i < (size_t)n_kv * dim; i++)
-        kvb[i] = fmt_f32_to_bf16(kvf[i]);
     for (int j = 0; j < n_kv; j++) { /* rows in scattered order, as gathered */
         size_t r = (size_t)((j * 7919) % n_kv);
         fmt_kv_row_encode(kv8 + (size_t)j * row8, kvf + (size_t)j * dim, dim, rope);
         kv[j] = kvf + r * dim;
-        kv_b[j] = kvb + r * dim;
         kv_8[j] = kv8 + r * row8;
     }
     for (int h = 0; h < heads; h++)
@@ -371,8 +365,6 @@ static void bench_attend(double peak, int n_comp, int group, enum rows rows)
             int h1 = h + group < heads ? h + group : heads;
             if (rows == ROWS_FP8)
                 K->attend_fp8(out, q, dim, rope, kv_8, n_kv, sink, 0.044f, h, h1);
-            else if (rows == ROWS_BF16)
-                K->attend_bf16(out, q, dim, kv_b, n_kv, sink, 0.044f, h, h1);
             else
                 K->attend(out, q, dim, kv, n_kv, sink, 0.044f, 1, h, h1);
         }
@@ -380,18 +372,16 @@ static void bench_attend(double peak, int n_comp, int group, enum rows rows)
         if (t < best)
             best = t;
     }
-    static const char *const names[] = {"attend", "attend_bf16", "attend_fp8"};
+    static const char *const names[] = {"attend", "attend_fp8"};
     char kernel[64], shape[64];
     snprintf(kernel, sizeof kernel, "%s (%d head%s/call)", names[rows], group, group > 1 ? "s" : "");
     snprintf(shape, sizeof shape, "64h x 512, %d+128 kv", n_comp);
     report(kernel, shape, K->isa, best, 4.0 * heads * n_kv * dim / best / 1e9, peak, "GFLOP/s");
     free(q);
     free(kvf);
-    free(kvb);
     free(kv8);
     free(out);
     free(kv);
-    free(kv_b);
     free(kv_8);
 }
 
@@ -455,21 +445,13 @@ int main(int argc, char **argv)
     if (!only || !strcmp(only, "attend")) {
         bench_attend(fma, 512, 1, ROWS_F32);
         bench_attend(fma, 512, 4, ROWS_F32);
-        /* attention over bf16 and FP8 rows, and an HCA layer at 512K tokens:
-         * bf16 rows against the vdpbf16ps peak where the table's kernels use
-         * it (Zen 4/5), else the FMA peak (the widening kernels of avx512.c /
-         * avx2.c, and every attend_fp8) */
-        int dot_bf16 = K->e4m3act_isa && !strcmp(K->e4m3act_isa, "avx512bf16") && bf16 > 0;
-        for (int n_comp = 512; n_comp <= 4096; n_comp *= 8) {
-            if (K->attend_bf16) {
-                bench_attend(dot_bf16 ? bf16 : fma, n_comp, 4, ROWS_BF16);
-                bench_attend(dot_bf16 ? bf16 : fma, n_comp, 8, ROWS_BF16);
-            }
-            if (K->attend_fp8) {
+        /* attention over FP8 rows (the KV cache of release numerics), and an
+         * HCA layer at 512K tokens, against the FMA peak */
+        if (K->attend_fp8)
+            for (int n_comp = 512; n_comp <= 4096; n_comp *= 8) {
                 bench_attend(fma, n_comp, 4, ROWS_FP8);
                 bench_attend(fma, n_comp, 8, ROWS_FP8);
             }
-        }
     }
     return 0;
 }

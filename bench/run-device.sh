@@ -3,7 +3,7 @@
 # but none of the engine's other libraries (no jansson/mimalloc/numa/cmocka
 # headers): the kernels, src/linear.c and the bench are compiled directly.
 # Usage (from the repository root): bench/run-device.sh [--tests] [--json] [--quick] [--only ...]
-#   --tests   first build and run the kernel tests (tests/test_kernels.c,
+#   --tests   first build and run the kernel tests (tests/test_kernels.c, test_formats.c,
 #             test_index_fp4.c, test_amx.c) against the header-only cmocka of
 #             tests/neon/; stops if one fails
 # EXTRA_CFLAGS adds compiler flags (e.g. -DDSV4_NO_AMX, or a kernel's tuning macro).
@@ -31,7 +31,7 @@ done
 $CC -fopenmp -o "$out/bench-kernels" "${objs[@]}" -lm
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $(nproc) CPUs, OMP_NUM_THREADS=${OMP_NUM_THREADS:-all}" >&2
 if [ $run_tests = 1 ]; then
-  for t in test_kernels test_index_fp4 test_amx; do
+  for t in test_kernels test_formats test_index_fp4 test_amx; do
     $CC $base -Isrc -Itests/neon -o "$out/$t" "tests/$t.c" "${simd_objs[@]}" "$out/src_linear.c.o" -lm
     echo "# tests/$t.c" >&2
     "$out/$t" >&2

@@ -324,8 +324,8 @@ static inline vec vround_bf16(vec v)
 #include "attend_impl.h"
 #include "swiglu_impl.h"
 
-/* bf16 row elements widened to f32 as loaded, for attend_bf16
- * (attend_bf16_rows.h); a row's tail goes through a zeroed buffer, as AVX2
+/* bf16 row elements widened to f32 as loaded: the bf16 tail of FP8 rows
+ * (attend_fp8_rows.h); a short vector goes through a zeroed buffer, as AVX2
  * has no masked 16-bit load. */
 static inline vec vload_bf16_n(const uint16_t *p, int left)
 {
@@ -340,8 +340,6 @@ static inline vec vload_bf16_n(const uint16_t *p, int left)
     }
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16));
 }
-
-#include "attend_bf16_rows.h"
 
 /* 8 e4m3 codes times 2^-8 times s, for attend_fp8 (attend_fp8_rows.h):
  * fp8x16's bit move to f16, without its NaN check (a row's NaNs are in
@@ -374,7 +372,6 @@ static const dsv4_kernels avx2_table = {
     .matmul_fp4_e4m3act = matmul_fp4_avx2,
     .index_scores = index_scores_rows,
     .attend = attend_vec,
-    .attend_bf16 = attend_bf16_vec,
     .attend_fp8 = attend_fp8_vec,
     .index_scores_fp4 = index_scores_fp4_scalar,
     .swiglu = swiglu_vec,

@@ -735,16 +735,13 @@ static inline vec vround_bf16(vec v)
 #include "attend_impl.h"
 #include "swiglu_impl.h"
 
-/* bf16 row elements widened to f32 as loaded, for attend_bf16 (attend_bf16_rows.h).
- * Release numerics keep their KV cache only in bf16 where a table has
- * attend_bf16 (src/attention.c). */
+/* bf16 row elements widened to f32 as loaded: the bf16 tail of FP8 rows
+ * (attend_fp8_rows.h). */
 static inline vec vload_bf16_n(const uint16_t *p, int left)
 {
     __m256i b = left >= 16 ? _mm256_loadu_si256((const __m256i *)p) : _mm256_maskz_loadu_epi16(lanes(left), p);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
 }
-
-#include "attend_bf16_rows.h"
 
 /* 16 e4m3 codes times 2^-8 times s, for attend_fp8 (attend_fp8_rows.h):
  * fp8x32's bit move to f16, without its NaN check (a row's NaNs are in
@@ -780,7 +777,6 @@ static const dsv4_kernels avx512_table = {
     .matmul_fp4_e4m3act = matmul_fp4_avx512,
     .index_scores = index_scores_rows,
     .attend = attend_vec,
-    .attend_bf16 = attend_bf16_vec, /* dispatch.c swaps in avx512_attend_bf16.c on Zen 4/5 */
     .attend_fp8 = attend_fp8_vec,
     .index_scores_fp4 = index_scores_fp4_avx512vnni,
     .swiglu = swiglu_vec,

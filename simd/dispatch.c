@@ -27,8 +27,6 @@ void matmul_fp8_avx512vbmi(float *Y, size_t ldy, const uint8_t *W, const uint8_t
                            int n, int rows, int cols, int r0, int r1);
 void matmul_bf16_avx512bf16(float *Y, size_t ldy, const uint16_t *W, const float *X, size_t ldx, int n, int rows,
                             int cols, int r0, int r1);
-void attend_bf16_avx512bf16(float *out, const float *q, int dim, const uint16_t *const *kv, int n_kv,
-                            const float *sink, float scale, int h0, int h1);
 
 static const dsv4_kernels *avx512_or_null(void)
 {
@@ -54,12 +52,10 @@ static const dsv4_kernels *avx512_or_null(void)
     if (!__builtin_cpu_supports("avx512bf16") || !__builtin_cpu_supports("avx512vbmi") ||
         !__builtin_cpu_is("amd"))
         return &table;
-    /* The release-numerics products in bf16 (avx512_bf16.c) and the
-     * attention over bf16 rows (avx512_attend_bf16.c). */
+    /* The release-numerics products in bf16 (avx512_bf16.c). */
     table.matmul_fp8_e4m3act = matmul_fp8_avx512bf16;
     table.matmul_fp4_e4m3act = matmul_fp4_avx512bf16;
     table.matmul_bf16_bf16act = matmul_bf16_avx512bf16;
-    table.attend_bf16 = attend_bf16_avx512bf16;
     table.e4m3act_isa = "avx512bf16";
     return &table;
 }

@@ -78,16 +78,6 @@ typedef struct {
      * weighted sum. Heads in [h0, h1). */
     void (*attend)(float *out, const float *q, int dim, const float *const *kv, int n_kv,
                    const float *sink, float scale, int bf16_probs, int h0, int h1);
-    /* attend with bf16_probs for release numerics, where q and every key=value
-     * row are bf16 numbers: the rows come as their bf16 bits (kv[j]: dim
-     * values), so every product is exact in fp32 and a kernel may take them
-     * with bf16 dot products. The scalar reference widens each row as it reads
-     * it and gives attend's bits, and so do the AVX-512, AVX2 and NEON
-     * tables' (attend's arithmetic on rows widened as loaded: half the bytes
-     * kept and read); Zen 4/5's (vdpbf16ps) differs in summation order. A
-     * table may leave it NULL: its callers then keep fp32 rows. */
-    void (*attend_bf16)(float *out, const float *q, int dim, const uint16_t *const *kv, int n_kv,
-                        const float *sink, float scale, int h0, int h1);
     /* attend with bf16_probs over rows in the release FP8 layout (formats.h,
      * fmt_kv_row_*): kv[j] holds dim values, the last tail of them bf16,
      * the rest e4m3 codes with scale bytes in [64, 246], or 0xff for a
@@ -96,7 +86,7 @@ typedef struct {
      * decodes each row as it loads it gives attend's bits on the decoded
      * rows; every table's does (1.75x fewer bytes than bf16 rows for
      * V4's 448 + 64). A table may leave it NULL: its callers then keep
-     * bf16 or fp32 rows. */
+     * fp32 rows. */
     void (*attend_fp8)(float *out, const float *q, int dim, int tail, const uint8_t *const *kv, int n_kv,
                        const float *sink, float scale, int h0, int h1);
 

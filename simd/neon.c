@@ -204,7 +204,7 @@ static void matmul_fp4_neon(float *Y, size_t ldy, const uint8_t *W, const uint8_
 
 /* The kind of key=value rows a function reads, and their shape where the
  * kind needs it (constants where the functions below are inlined). */
-enum { ROWS_F32, ROWS_BF16, ROWS_FP8 };
+enum { ROWS_F32, ROWS_FP8 };
 typedef struct {
     int kind, dim, tail; /* dim, tail: ROWS_FP8's layout (formats.h) */
 } row_kind;
@@ -227,8 +227,8 @@ static inline float32x4_t bf16x4(const uint16_t *p)
 }
 
 /* Four lanes of a key=value row from column i (i % 4 == 0): fp32 values,
- * bf16 bits widened, or an FP8 row decoded as loaded (exact), so every form
- * of a row gives the same bits. */
+ * or an FP8 row decoded as loaded (exact), so either form of a row gives
+ * the same bits. */
 static inline __attribute__((always_inline)) float32x4_t row4(const void *row, int i, row_kind rk)
 {
     if (rk.kind == ROWS_FP8) {
@@ -243,8 +243,6 @@ static inline __attribute__((always_inline)) float32x4_t row4(const void *row, i
             lane[l] = fmt_kv_row_value(row, rk.dim, rk.tail, i + l);
         return vld1q_f32(lane);
     }
-    if (rk.kind == ROWS_BF16)
-        return bf16x4((const uint16_t *)row + i);
     return vld1q_f32((const float *)row + i);
 }
 
@@ -252,7 +250,7 @@ static inline __attribute__((always_inline)) float row1(const void *row, int i, 
 {
     if (rk.kind == ROWS_FP8)
         return fmt_kv_row_value(row, rk.dim, rk.tail, i);
-    return rk.kind == ROWS_BF16 ? fmt_bf16_to_f32(((const uint16_t *)row)[i]) : ((const float *)row)[i];
+    return ((const float *)row)[i];
 }
 
 /* Four 4-lane accumulators over 16-column groups, a masked-by-copy tail. */
@@ -337,14 +335,6 @@ static void attend_neon(float *out, const float *q, int dim, const float *const 
 {
     attend_rows(out, q, dim, (const void *const *)kv, n_kv, sink, scale, bf16_probs, h0, h1,
                 (row_kind){ROWS_F32, 0, 0});
-}
-
-/* Release numerics over rows kept as bf16 (kernels.h): attend_neon's bits,
- * half the bytes kept and read. */
-static void attend_bf16_neon(float *out, const float *q, int dim, const uint16_t *const *kv, int n_kv,
-                             const float *sink, float scale, int h0, int h1)
-{
-    attend_rows(out, q, dim, (const void *const *)kv, n_kv, sink, scale, 1, h0, h1, (row_kind){ROWS_BF16, 0, 0});
 }
 
 /* Release numerics over rows in the FP8 layout (kernels.h): attend_neon's
@@ -475,7 +465,6 @@ static dsv4_kernels neon_table = {
     .matmul_fp4_e4m3act = matmul_fp4_neon,
     .index_scores = index_scores_rows,
     .attend = attend_neon,
-    .attend_bf16 = attend_bf16_neon,
     .attend_fp8 = attend_fp8_neon,
     .index_scores_fp4 = index_scores_fp4_neon,
     .swiglu = ops_swiglu,

@@ -132,21 +132,18 @@ static void index_scores_scalar(float *scores, const float *q, const float *w, c
     }
 }
 
-/* Key=value rows as attend, attend_bf16 and attend_fp8 take them: fp32
- * values, or bf16 bits widened, or FP8 rows (formats.h) decoded where each
- * value is read (the same operations on the same values). */
+/* Key=value rows as attend and attend_fp8 take them: fp32 values, or FP8
+ * rows (formats.h) decoded where each value is read (the same operations on
+ * the same values). */
 typedef struct {
     const float *const *f32;
-    const uint16_t *const *bf16;
     const uint8_t *const *fp8;
     int dim, tail;
 } attend_rows;
 
 static inline float row_value(attend_rows kv, int j, int i)
 {
-    if (kv.fp8)
-        return fmt_kv_row_value(kv.fp8[j], kv.dim, kv.tail, i);
-    return kv.bf16 ? fmt_bf16_to_f32(kv.bf16[j][i]) : kv.f32[j][i];
+    return kv.fp8 ? fmt_kv_row_value(kv.fp8[j], kv.dim, kv.tail, i) : kv.f32[j][i];
 }
 
 static float row_dot(const float *q, attend_rows kv, int j, int dim)
@@ -197,14 +194,6 @@ static void attend_scalar(float *out, const float *q, int dim, const float *cons
                           const float *sink, float scale, int bf16_probs, int h0, int h1)
 {
     attend_any(out, q, dim, (attend_rows){.f32 = kv}, n_kv, sink, scale, bf16_probs, h0, h1);
-}
-
-/* attend_scalar with bf16 probabilities over rows given as bf16 bits: its
- * bits on the widened rows. */
-static void attend_bf16_scalar(float *out, const float *q, int dim, const uint16_t *const *kv, int n_kv,
-                               const float *sink, float scale, int h0, int h1)
-{
-    attend_any(out, q, dim, (attend_rows){.bf16 = kv}, n_kv, sink, scale, 1, h0, h1);
 }
 
 /* attend_scalar with bf16 probabilities over FP8 rows: its bits on the
@@ -265,7 +254,6 @@ static const dsv4_kernels scalar_table = {
     .matmul_fp4_e4m3act = matmul_fp4_scalar,
     .index_scores = index_scores_scalar,
     .attend = attend_scalar,
-    .attend_bf16 = attend_bf16_scalar,
     .attend_fp8 = attend_fp8_scalar,
     .index_scores_fp4 = index_scores_fp4_scalar,
     .swiglu = ops_swiglu,

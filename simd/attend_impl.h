@@ -176,34 +176,26 @@ static void AT_FN(at_attend)(float *out, const float *q, int dim, int tail, cons
     for (int hg = h0; hg < h1; hg += AT_HG) {
         float *o = out + (size_t)hg * dim;
         const float *qg = q + (size_t)hg * dim;
+        /* the group's head count as a constant, so at_group's loops unroll */
+#define AT_CASE(n)                                                                  \
+    case n:                                                                         \
+        AT_FN(at_group)(n, o, qg, dim, tail, kv, n_kv, sink + hg, scale, bf16_probs); \
+        break;
         switch (h1 - hg < AT_HG ? h1 - hg : AT_HG) {
-        case 1:
-            AT_FN(at_group)(1, o, qg, dim, tail, kv, n_kv, sink + hg, scale, bf16_probs);
-            break;
-        case 2:
-            AT_FN(at_group)(2, o, qg, dim, tail, kv, n_kv, sink + hg, scale, bf16_probs);
-            break;
-        case 3:
-            AT_FN(at_group)(3, o, qg, dim, tail, kv, n_kv, sink + hg, scale, bf16_probs);
-            break;
+            AT_CASE(1)
+            AT_CASE(2)
+            AT_CASE(3)
 #if AT_HG > 4
-        case 4:
-            AT_FN(at_group)(4, o, qg, dim, tail, kv, n_kv, sink + hg, scale, bf16_probs);
-            break;
-        case 5:
-            AT_FN(at_group)(5, o, qg, dim, tail, kv, n_kv, sink + hg, scale, bf16_probs);
-            break;
-        case 6:
-            AT_FN(at_group)(6, o, qg, dim, tail, kv, n_kv, sink + hg, scale, bf16_probs);
-            break;
-        case 7:
-            AT_FN(at_group)(7, o, qg, dim, tail, kv, n_kv, sink + hg, scale, bf16_probs);
-            break;
+            AT_CASE(4)
+            AT_CASE(5)
+            AT_CASE(6)
+            AT_CASE(7)
 #endif
         default:
             AT_FN(at_group)(AT_HG, o, qg, dim, tail, kv, n_kv, sink + hg, scale, bf16_probs);
             break;
         }
+#undef AT_CASE
     }
 }
 

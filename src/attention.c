@@ -20,6 +20,10 @@
  *     rounded to bf16, normed (bf16), RoPE'd (bf16), then the main entry gets
  *     FP8 simulation of its non-rope dims (block 64) and the indexer's key
  *     Hadamard rotation (bf16) + FP4 simulation (block 32);
+ *   - the window kv and the main entries are stored as what that simulation
+ *     makes, FP8 rows of the release layout (e4m3 codes + e8m0 scales + the
+ *     bf16 RoPE tail, 584 bytes at V4's 512; formats.h), which attend_fp8
+ *     reads as they are;
  *   - indexer query: RoPE (bf16), Hadamard (bf16), FP4 simulation (block 32);
  *     head weights bf16(bf16(weights_proj·x) * dim^-1/2 * n_heads^-1/2);
  *     scores in bf16 (indexer.c), over the keys and q held as their FP4

@@ -102,6 +102,13 @@ typedef struct {
     double part_seconds[DSV4_PROF_COUNT];
 } dsv4_stats;
 
+/* Bytes of KV cache the session's tokens occupy over all layers: the
+ * sliding window's rows, the compressed entries and the indexer keys (in
+ * release numerics as the release layout stores them: 584-byte entries,
+ * 68-byte FP4 keys at V4's widths). Grows with the context; what the tokens
+ * hold, not what max_tokens reserved. */
+size_t dsv4_session_kv_bytes(const dsv4_session *session);
+
 const char *dsv4_prof_part_name(int part);
 void dsv4_session_set_profiling(dsv4_session *session, int on);
 void dsv4_session_stats(const dsv4_session *session, dsv4_stats *out);

@@ -58,6 +58,7 @@
 
 struct attn_state {
     int layer, kind, ratio;
+    int head_dim, index_dim;     /* the row and indexer key widths (for the byte count) */
     int max_tokens, max_chunk, max_entries;
     long n_seen;                 /* tokens of the sequence processed so far */
 
@@ -155,6 +156,8 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
     st->layer = layer;
     st->kind = kind;
     st->ratio = ratio;
+    st->head_dim = c->head_dim;
+    st->index_dim = c->index_head_dim;
     st->max_tokens = max_tokens;
     st->max_chunk = max_chunk;
     st->max_entries = ratio ? max_tokens / ratio : 0;
@@ -249,6 +252,16 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
     }
     *out = st;
     return 0;
+}
+
+size_t attn_state_kv_bytes(const attn_state *st)
+{
+    size_t window = (size_t)(st->ring - st->max_chunk), seen = (size_t)st->n_seen;
+    size_t row = st->window_8 ? st->row_bytes : (size_t)st->head_dim * sizeof(float);
+    size_t key = st->index_fp4 ? (INDEX_FP4_GROUP_BYTES(st->index_dim) + INDEX_FP4_GROUP_SCALES(st->index_dim)) /
+                                     INDEX_FP4_GROUP
+                               : (size_t)st->index_dim * sizeof(float);
+    return (seen < window ? seen : window) * row + (size_t)st->n_entries * row + (size_t)st->n_index_keys * key;
 }
 
 void attn_state_free(attn_state *st)

@@ -14,6 +14,10 @@ typedef struct attn_state attn_state; /* one layer's per-sequence state: window 
 int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_tokens, int max_chunk, dsv4_error *err);
 void attn_state_free(attn_state *st);
 void attn_state_reset(attn_state *st);
+/* Bytes of KV cache the tokens seen so far occupy: the window's rows (up to
+ * `window` of them), the compressed entries and the indexer keys, in the
+ * form the state keeps them (FP8 rows and FP4 keys in release numerics). */
+size_t attn_state_kv_bytes(const attn_state *st);
 
 /* x: [n][dim] the attention input (after attn_norm) of tokens at positions pos0 .. pos0+n-1,
  * which must continue the state (pos0 == tokens already seen). out: [n][dim]. */

@@ -44,6 +44,8 @@ struct dsv4_session {
 
 /* Tokens the sequence has run. */
 long forward_state_position(const forward_state *st);
+/* Bytes of KV cache its tokens occupy, all layers (attn_state_kv_bytes). */
+size_t forward_state_kv_bytes(const forward_state *st);
 /* The sequence's speed accounting (profile.h); a batch step counts in its first state's. */
 struct prof_counters *forward_state_profile(forward_state *st);
 

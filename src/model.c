@@ -88,6 +88,14 @@ long forward_state_position(const forward_state *st)
     return st->position;
 }
 
+size_t forward_state_kv_bytes(const forward_state *st)
+{
+    size_t bytes = 0;
+    for (int l = 0; l < st->n_layers; l++)
+        bytes += attn_state_kv_bytes(st->attn[l]);
+    return bytes;
+}
+
 prof_counters *forward_state_profile(forward_state *st)
 {
     return &st->prof;

@@ -91,6 +91,11 @@ int dsv4_session_feed(dsv4_session *session, const int32_t *tokens, int n,
     return 0;
 }
 
+size_t dsv4_session_kv_bytes(const dsv4_session *session)
+{
+    return forward_state_kv_bytes(session->state);
+}
+
 void dsv4_session_set_profiling(dsv4_session *session, int on)
 {
     forward_state_profile(session->state)->enabled = on != 0;

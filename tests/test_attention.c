@@ -549,6 +549,44 @@ static void test_fp8_rows_equal_fp32_rows(void **state)
     free_all();
 }
 
+/* The KV bytes a layer's state reports after T tokens, against the layout
+ * counted here: window rows (at most WINDOW), one entry per `ratio` tokens,
+ * and in CSA layers one indexer key per entry; release numerics keep FP8
+ * rows (bf16 RoPE tail + e4m3 codes + a scale per 64, padded to 8) and FP4
+ * keys (IDIM/2 code bytes + IDIM/32 scales), plain numerics fp32. */
+static void test_kv_bytes(void **state)
+{
+    (void)state;
+    enum { T = 45 };
+    const size_t fp8_row = (2 * ROPE_DIM + (HEAD_DIM - ROPE_DIM) + (HEAD_DIM - ROPE_DIM + 63) / 64 + 7) / 8 * 8;
+    for (int numerics = 0; numerics < 2; numerics++) {
+        int release = numerics == DSV4_NUMERICS_RELEASE;
+        dsv4_engine e;
+        make_engine(&e, (dsv4_numerics)numerics, 71);
+        float *x = input_seq(T, 3);
+        float *out = keep(malloc((size_t)T * DIM * sizeof *out));
+        size_t row = release ? fp8_row : HEAD_DIM * sizeof(float), key = release ? IDIM / 2 + IDIM / 32 : IDIM * 4;
+        for (int layer = 0; layer < N_LAYERS; layer++) {
+            attn_state *st = NULL;
+            dsv4_error err = {{0}};
+            assert_int_equal(attn_state_new(&st, &e, layer, T, 8, &err), 0);
+            assert_int_equal(attn_state_kv_bytes(st), 0);
+            for (int pos = 0; pos < T; pos += 5) {
+                attention_forward(&e, layer, st, x + (size_t)pos * DIM, 5, pos, out + (size_t)pos * DIM);
+                int seen = pos + 5, kind = e.cfg.kind[layer];
+                size_t entries = kind == DSV4_LAYER_WINDOW ? 0 : (size_t)(seen / e.cfg.compress_ratio[layer]);
+                size_t expect = (size_t)(seen < WINDOW ? seen : WINDOW) * row + entries * row +
+                                (kind == DSV4_LAYER_CSA ? entries * key : 0);
+                if (attn_state_kv_bytes(st) != expect)
+                    fail_msg("numerics %d layer %d after %d tokens: %zu KV bytes, expected %zu", numerics, layer,
+                             seen, attn_state_kv_bytes(st), expect);
+            }
+            attn_state_free(st);
+        }
+        free_all();
+    }
+}
+
 /* Release numerics round at many points: close to plain, never equal to it. */
 static void test_release_near_plain(void **state)
 {
@@ -843,6 +881,7 @@ int main(void)
         cmocka_unit_test(test_chunk_invariance_release),
         cmocka_unit_test(test_thread_invariance),
         cmocka_unit_test(test_fp8_rows_equal_fp32_rows),
+        cmocka_unit_test(test_kv_bytes),
         cmocka_unit_test(test_release_near_plain),
         cmocka_unit_test(test_reset_restarts_sequence),
         cmocka_unit_test(test_state_new_rejects_bad_arguments),

@@ -17,7 +17,8 @@ static const char *help =
     "Prefill of P tokens and decode of N tokens at each batch size (that many\n"
     "independent sequences stepped together), each repeated; prints tok/s (mean ± sd),\n"
     "bytes of weights read per token, GB/s against the read bandwidth measured now\n"
-    "(decode) and FLOP/s against the peak of the best instruction set (prefill).\n"
+    "(decode), FLOP/s against the peak of the best instruction set (prefill), and\n"
+    "the KV cache one sequence holds at the end of a test (MB KV/seq).\n"
     "\n"
     "options:\n" COMMON_HELP
     "  -p, --prompt P         prefill test of P tokens (default 512; 0 = none)\n"
@@ -41,6 +42,7 @@ typedef struct {
     const char *test;
     int prompt, gen, batch, depth;
     double tok_s, tok_s_sd, bytes_per_tok, flops_per_tok;
+    double kv_bytes;                 /* one sequence's KV cache after the test */
     double part_ms[DSV4_PROF_COUNT]; /* per token */
 } result;
 
@@ -161,6 +163,7 @@ static int run_test(dsv4_engine *e, int prefill, int P, int N, int B, int depth,
     r->bytes_per_tok = acc.tokens > 0 ? acc.weight_bytes / acc.tokens : 0;
     r->flops_per_tok = acc.tokens > 0 ? acc.flops / acc.tokens : 0;
     for (int p = 0; p < DSV4_PROF_COUNT; p++) r->part_ms[p] = acc.tokens > 0 ? 1e3 * acc.part_seconds[p] / acc.tokens : 0;
+    r->kv_bytes = (double)dsv4_session_kv_bytes(s[0]);
     rc = 0;
 done:
     for (int i = 0; s && i < B; i++) dsv4_session_free(s[i]);
@@ -182,9 +185,10 @@ static void print_result(int fmt, const result *r, const ceilings *c, int profil
     if (fmt == FMT_JSON) {
         printf("{\"test\": \"%s\", \"prompt\": %d, \"gen\": %d, \"batch\": %d, \"depth\": %d, \"tok_s\": %.3f, "
                "\"tok_s_sd\": %.3f, \"weight_bytes_per_token\": %.0f, \"gbs\": %.3f, \"bw_ceiling_gbs\": %.3f, "
-               "\"bw_ratio\": %.4f, \"gflops\": %.3f, \"peak_gflops\": %.3f, \"peak_isa\": \"%s\", \"flops_ratio\": %.4f",
+               "\"bw_ratio\": %.4f, \"gflops\": %.3f, \"peak_gflops\": %.3f, \"peak_isa\": \"%s\", \"flops_ratio\": %.4f, "
+               "\"kv_bytes_per_sequence\": %.0f",
                name, r->prompt, r->gen, r->batch, r->depth, r->tok_s, r->tok_s_sd, r->bytes_per_tok, gbs, c->bw_gbs,
-               bw_ratio, gflops, c->peak_gflops, c->peak_isa, fl_ratio);
+               bw_ratio, gflops, c->peak_gflops, c->peak_isa, fl_ratio, r->kv_bytes);
         if (profile) {
             printf(", \"profile_ms_per_token\": {");
             for (int p = 0; p < DSV4_PROF_COUNT; p++)
@@ -195,23 +199,25 @@ static void print_result(int fmt, const result *r, const ceilings *c, int profil
     } else if (fmt == FMT_CSV) {
         if (first) {
             printf("test,prompt,gen,batch,depth,tok_s,tok_s_sd,weight_bytes_per_token,gbs,bw_ceiling_gbs,bw_ratio,"
-                   "gflops,peak_gflops,flops_ratio");
+                   "gflops,peak_gflops,flops_ratio,kv_bytes_per_sequence");
             for (int p = 0; profile && p < DSV4_PROF_COUNT; p++) printf(",ms_%s", dsv4_prof_part_name(p));
             printf("\n");
         }
-        printf("%s,%d,%d,%d,%d,%.3f,%.3f,%.0f,%.3f,%.3f,%.4f,%.3f,%.3f,%.4f", name, r->prompt, r->gen, r->batch,
+        printf("%s,%d,%d,%d,%d,%.3f,%.3f,%.0f,%.3f,%.3f,%.4f,%.3f,%.3f,%.4f,%.0f", name, r->prompt, r->gen, r->batch,
                r->depth, r->tok_s, r->tok_s_sd, r->bytes_per_tok, gbs, c->bw_gbs, bw_ratio, gflops, c->peak_gflops,
-               fl_ratio);
+               fl_ratio, r->kv_bytes);
         for (int p = 0; profile && p < DSV4_PROF_COUNT; p++) printf(",%.4f", r->part_ms[p]);
         printf("\n");
     } else {
         if (first) {
-            printf("| test | batch | depth | tok/s | MB weights/tok | GB/s | of %.1f GB/s | GFLOP/s | of %.0f (%s) |\n",
+            printf("| test | batch | depth | tok/s | MB weights/tok | GB/s | of %.1f GB/s | GFLOP/s | of %.0f (%s) "
+                   "| MB KV/seq |\n",
                    c->bw_gbs, c->peak_gflops, c->peak_isa);
-            printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         }
-        printf("| %s | %d | %d | %.2f ± %.2f | %.1f | %.2f | %.1f%% | %.1f | %.1f%% |\n", name, r->batch, r->depth,
-               r->tok_s, r->tok_s_sd, r->bytes_per_tok / 1e6, gbs, 100 * bw_ratio, gflops, 100 * fl_ratio);
+        printf("| %s | %d | %d | %.2f ± %.2f | %.1f | %.2f | %.1f%% | %.1f | %.1f%% | %.2f |\n", name, r->batch,
+               r->depth, r->tok_s, r->tok_s_sd, r->bytes_per_tok / 1e6, gbs, 100 * bw_ratio, gflops, 100 * fl_ratio,
+               r->kv_bytes / 1e6);
     }
 }
 

@@ -4,9 +4,9 @@
  * vload_e4m3_x256(p, s), VLEN e4m3 codes as f32 times 2^-8 (the bit move of
  * e4m3 into f16: exact, subnormals included) times the vector s, and
  * vload_bf16_n(p, left), the first min(left, VLEN) bf16 values at p widened
- * to f32 (zeros after). The arithmetic and its
- * order are attend's, so the bits are attend's on the decoded rows, from
- * 583 bytes a row where bf16 keeps 1024 (V4's 448 + 64).
+ * to f32 (zeros after). The arithmetic and its order are attend's, so the
+ * bits are attend's on the decoded rows, from 583 bytes a row where bf16
+ * keeps 1024 (V4's 448 + 64).
  * Include after attend_impl.h. */
 #undef AT_ROW
 #undef AT_ROW_AT

@@ -58,7 +58,6 @@
 
 struct attn_state {
     int layer, kind, ratio;
-    int head_dim, index_dim;     /* the row and indexer key widths (for the byte count) */
     int max_tokens, max_chunk, max_entries;
     long n_seen;                 /* tokens of the sequence processed so far */
 
@@ -90,14 +89,14 @@ struct attn_state {
     float *cos_t, *sin_t;        /* [rope_dim/2] at the query's position */
     float *cos_e, *sin_e;        /* [rope_dim/2] at a compressed entry's position */
     float *entry;                /* [head_dim] one pooled entry */
-    const float **kv_rows;       /* [window + visible compressed] */
+    const float **kv_rows;       /* [max_rows]: window + visible compressed (NULL with window_8) */
     /* Release numerics where the kernels have attend_fp8 (every table:
      * AVX-512, AVX2, NEON, the scalar reference): the window ring and the
      * entries only in the release FP8 layout (formats.h: their values are
      * FP8-simulated with a bf16 RoPE tail, so nothing is lost), row_bytes a
      * row (584 for V4), which that kernel reads; NULL otherwise. */
     uint8_t *window_8, *entries_8;
-    size_t row_bytes;
+    size_t row_bytes, key_bytes; /* a KV row, an indexer key, in the form kept */
     const uint8_t **kv_rows_8;   /* [max_rows] */
     float *scores;               /* [max_entries] */
     int *selected, *topk_scratch;/* [max_entries] */
@@ -108,7 +107,7 @@ struct attn_state {
     prof_counters *row_prof;     /* [max_chunk] */
     int workers;
     float *w_cos, *w_sin;        /* [workers][rope_dim/2] */
-    const float **w_rows;        /* [workers][max_rows] */
+    const float **w_rows;        /* [workers][max_rows] (NULL with window_8) */
     const uint8_t **w_rows_8;    /* [workers][max_rows], with window_8 */
     float *w_scores;             /* [workers][max_entries] (CSA) */
     int *w_selected, *w_topk;    /* [workers][max_entries] (CSA) */
@@ -156,8 +155,6 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
     st->layer = layer;
     st->kind = kind;
     st->ratio = ratio;
-    st->head_dim = c->head_dim;
-    st->index_dim = c->index_head_dim;
     st->max_tokens = max_tokens;
     st->max_chunk = max_chunk;
     st->max_entries = ratio ? max_tokens / ratio : 0;
@@ -170,7 +167,10 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
      * the entries are kept only in that layout (0.29x the fp32 rows); an
      * entry is pooled in st->entry first. Rows start at multiples of 8. */
     int fp8_rows = release && e->k->attend_fp8;
-    st->row_bytes = (fmt_kv_row_bytes(c->head_dim, c->rope_dim) + 7) & ~(size_t)7;
+    st->row_bytes = fp8_rows ? (fmt_kv_row_bytes(c->head_dim, c->rope_dim) + 7) & ~(size_t)7 : hd * sizeof(float);
+    st->key_bytes = release ? (INDEX_FP4_GROUP_BYTES(c->index_head_dim) + INDEX_FP4_GROUP_SCALES(c->index_head_dim)) /
+                                  INDEX_FP4_GROUP
+                            : (size_t)c->index_head_dim * sizeof(float);
     if (!fp8_rows)
         st->window = xcalloc((size_t)st->ring * hd, sizeof(float), &failed);
     st->xb = xcalloc(ch * c->dim, sizeof(float), &failed);
@@ -220,8 +220,9 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
         if (!failed && compressor_state_init(&st->index_comp, ratio, c->index_head_dim, 1) != 0)
             failed = 1;
     }
-    st->kv_rows = xcalloc(max_rows, sizeof(float *), &failed);
     st->max_rows = (int)max_rows;
+    if (!fp8_rows)
+        st->kv_rows = xcalloc(max_rows, sizeof(float *), &failed);
     if (fp8_rows) {
         st->window_8 = xcalloc((size_t)st->ring, st->row_bytes, &failed);
         if (kind != DSV4_LAYER_WINDOW)
@@ -237,9 +238,10 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
     st->row_prof = xcalloc(ch, sizeof(prof_counters), &failed);
     st->w_cos = xcalloc(w * half, sizeof(float), &failed);
     st->w_sin = xcalloc(w * half, sizeof(float), &failed);
-    st->w_rows = xcalloc(w * max_rows, sizeof(float *), &failed);
     if (fp8_rows)
         st->w_rows_8 = xcalloc(w * max_rows, sizeof(uint8_t *), &failed);
+    else
+        st->w_rows = xcalloc(w * max_rows, sizeof(float *), &failed);
     if (kind == DSV4_LAYER_CSA) {
         st->w_scores = xcalloc(w * me, sizeof(float), &failed);
         st->w_selected = xcalloc(w * me, sizeof(int), &failed);
@@ -257,11 +259,8 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
 size_t attn_state_kv_bytes(const attn_state *st)
 {
     size_t window = (size_t)(st->ring - st->max_chunk), seen = (size_t)st->n_seen;
-    size_t row = st->window_8 ? st->row_bytes : (size_t)st->head_dim * sizeof(float);
-    size_t key = st->index_fp4 ? (INDEX_FP4_GROUP_BYTES(st->index_dim) + INDEX_FP4_GROUP_SCALES(st->index_dim)) /
-                                     INDEX_FP4_GROUP
-                               : (size_t)st->index_dim * sizeof(float);
-    return (seen < window ? seen : window) * row + (size_t)st->n_entries * row + (size_t)st->n_index_keys * key;
+    return ((seen < window ? seen : window) + (size_t)st->n_entries) * st->row_bytes +
+           (size_t)st->n_index_keys * st->key_bytes;
 }
 
 void attn_state_free(attn_state *st)
@@ -689,7 +688,7 @@ static void attend_chunk(const dsv4_engine *e, const dsv4_layer_weights *L, attn
         double r0 = enabled ? prof_now() : 0.0;
         rope_cos_sin(cos_t, sin_t, inv_freq, half, pos0 + i);
         attend_row(e, L, st, st, i, pos0 + i, st->vis_entries[i], st->vis_keys[i], cos_t, sin_t,
-                   st->w_rows + (size_t)w * st->max_rows,
+                   st->w_rows ? st->w_rows + (size_t)w * st->max_rows : NULL,
                    st->w_rows_8 ? st->w_rows_8 + (size_t)w * st->max_rows : NULL,
                    st->w_scores ? st->w_scores + (size_t)w * me : NULL,
                    st->w_selected ? st->w_selected + (size_t)w * me : NULL,

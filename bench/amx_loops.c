@@ -3,8 +3,9 @@
  * and two B tile loads per four products), with and without the FP4 decode
  * a 64-token product needs per product (128 weights: bf16_decode.h's
  * fp4_group_d and its stores), every operand in L1 or B streamed from L2.
- * Prints ns per product and TFLOP/s for one thread and for all, each loop
- * against the products-only loop of the same thread count.
+ * Prints ns per product and TFLOP/s for one thread, two and all, each loop
+ * against the products-only loop of the same thread count (all threads'
+ * products-only loop is what bench-kernels' probe_amx_bf16 measures).
  *
  *   gcc -O2 -fopenmp -o build/amx-loops bench/amx_loops.c && build/amx-loops
  *
@@ -142,12 +143,17 @@ int main(void)
         fprintf(stderr, "amx-loops: this CPU or kernel gives no AMX tiles\n");
         return 1;
     }
-    int all = omp_get_max_threads(), counts[2] = {1, all};
+    int all = omp_get_max_threads(), counts[3] = {1, 2, all};
     uint8_t **l2 = calloc((size_t)all, sizeof *l2);
     for (int i = 0; i < all; i++)
         l2[i] = aligned_alloc(4096, L2_BYTES);
-    for (int c = 0; c < (all > 1 ? 2 : 1); c++) {
+    /* Untimed first: the first tile products of a process ran at half
+     * speed for tens of milliseconds on the device (bench/history.md). */
+    time_loop(PRODUCTS_ONLY, 0, all, l2);
+    for (int c = 0; c < 3; c++) {
         int threads = counts[c];
+        if (threads > all || (c > 0 && threads == counts[c - 1]))
+            continue;
         double base = time_loop(PRODUCTS_ONLY, 0, threads, l2);
         for (int loop = 0; loop < N_LOOPS; loop++)
             for (int decode = 0; decode < 2; decode++) {

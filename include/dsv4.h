@@ -64,6 +64,11 @@ void dsv4_session_reset(dsv4_session *session);
  * all_logits is nonzero, else [vocab] for the last token only. */
 int dsv4_session_feed(dsv4_session *session, const int32_t *tokens, int n,
                       float *logits, int all_logits, dsv4_error *err);
+/* Frees the activations a long feed grew (the pass's tokens x ~0.25 MB at
+ * V4-Flash width), back to what one decode step or batch step needs: for a
+ * session that only decodes now while others prefill. A later long feed
+ * grows them again. Results do not change. */
+void dsv4_session_trim(dsv4_session *session);
 
 /* ---- Many sessions stepped together ----
  * One token for each of n distinct sessions of the same engine (n <= DSV4_BATCH_MAX).

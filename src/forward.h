@@ -28,6 +28,11 @@ int forward_state_capacity(const forward_state *st);
  * then cuts smaller chunks: same results). */
 int forward_state_reserve(forward_state *st, const dsv4_engine *e, int n);
 
+/* Back to FORWARD_CHUNK tokens per call where a prefill grew more (frees the
+ * difference); capacity 0 if even that cannot be had again (a later reserve
+ * retries). */
+void forward_state_trim(forward_state *st, const dsv4_engine *e);
+
 /* Runs tokens[0..n) (n <= forward_state_capacity, ids already validated) at positions
  * pos0.. pos0+n-1, continuing the state. logits: NULL for none; else
  * [n][vocab] when all_logits, [vocab] for the last token otherwise. */

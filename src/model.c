@@ -164,6 +164,15 @@ int forward_state_reserve(forward_state *st, const dsv4_engine *e, int n)
     return alloc_chunk_buffers(st, e, FORWARD_CHUNK, &ignored) == 0 ? st->cap : 0;
 }
 
+void forward_state_trim(forward_state *st, const dsv4_engine *e)
+{
+    if (st->cap <= FORWARD_CHUNK)
+        return;
+    free_chunk_buffers(st);
+    dsv4_error ignored;
+    alloc_chunk_buffers(st, e, FORWARD_CHUNK, &ignored);
+}
+
 void forward_state_free(forward_state *st)
 {
     if (!st)

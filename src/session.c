@@ -91,6 +91,12 @@ int dsv4_session_feed(dsv4_session *session, const int32_t *tokens, int n,
     return 0;
 }
 
+void dsv4_session_trim(dsv4_session *session)
+{
+    if (session)
+        forward_state_trim(session->state, session->engine);
+}
+
 size_t dsv4_session_kv_bytes(const dsv4_session *session)
 {
     return forward_state_kv_bytes(session->state);

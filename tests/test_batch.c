@@ -2,7 +2,8 @@
  * the logits each session gets stepped alone (every kernel is batch-size
  * invariant and the MoE sums in a fixed expert order), on the oracle
  * fixtures, with sessions at different depths crossing the compression
- * boundaries; and the shared reads show in the byte accounting. */
+ * boundaries; and the shared reads show in the byte accounting. Trimming
+ * a session's activations changes no result. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,7 @@
 #include <cmocka.h>
 
 #include "dsv4.h"
+#include "forward.h" /* the capacity a trim leaves */
 #include "test_util.h"
 
 /* One id per line; returns the count (caller frees *out). */
@@ -69,10 +71,13 @@ static void run_fixture(const char *dir, dsv4_numerics numerics)
         dsv4_session_free(s);
     }
 
+    /* Together, each trimmed after its prompt (as dsv4 batch does): the
+     * step's scratch is then session 0's decode-sized buffers. */
     dsv4_session *s[N_SESS];
     for (int i = 0; i < N_SESS; i++) {
         assert_int_equal(dsv4_session_new(&s[i], e, 512, &err), 0);
         assert_int_equal(dsv4_session_feed(s[i], tok + start[i], len[i], NULL, 0, &err), 0);
+        dsv4_session_trim(s[i]);
     }
     for (int k = 0; k < STEPS; k++) {
         int32_t step_tok[N_SESS];
@@ -130,6 +135,47 @@ static void batch_matches_alone_mixed16(void **state)
     run_fixture(FIXTURES "/mixed16", DSV4_NUMERICS_RELEASE);
 }
 
+/* dsv4_session_trim frees what a long pass grew, back to a decode step's
+ * FORWARD_CHUNK rows, and changes no result: a session trimmed between two
+ * long feeds (so the second grows its buffers again) and then stepped gives
+ * the logits of one never trimmed. */
+static void trim_frees_and_keeps_results(void **state)
+{
+    (void)state;
+    int32_t *tok;
+    int n_tok = load_tokens(FIXTURES "/real_ratios/tokens.txt", &tok);
+    assert_true(n_tok >= 254 + 100 + 1);
+    dsv4_engine *e;
+    dsv4_error err;
+    assert_int_equal(dsv4_engine_open(&e, FIXTURES "/real_ratios", NULL, &err), 0);
+    int V = dsv4_engine_vocab_size(e);
+    float *kept = malloc(2 * (size_t)V * sizeof(float)), *trimmed = malloc(2 * (size_t)V * sizeof(float));
+    dsv4_session *a, *b;
+    assert_int_equal(dsv4_session_new(&a, e, 512, &err), 0);
+    assert_int_equal(dsv4_session_new(&b, e, 512, &err), 0);
+    dsv4_session_trim(b); /* nothing grown yet: nothing to do */
+    assert_int_equal(forward_state_capacity(b->state), FORWARD_CHUNK);
+    assert_int_equal(dsv4_session_feed(a, tok, 254, NULL, 0, &err), 0);
+    assert_int_equal(dsv4_session_feed(b, tok, 254, NULL, 0, &err), 0);
+    assert_int_equal(forward_state_capacity(b->state), 254);
+    dsv4_session_trim(b);
+    assert_int_equal(forward_state_capacity(b->state), FORWARD_CHUNK);
+    assert_int_equal(dsv4_session_feed(a, tok + 254, 100, kept, 0, &err), 0);
+    assert_int_equal(dsv4_session_feed(b, tok + 254, 100, trimmed, 0, &err), 0);
+    assert_int_equal(forward_state_capacity(b->state), 100);
+    dsv4_session_trim(b);
+    assert_int_equal(dsv4_batch_step(&a, tok + 354, 1, kept + V, &err), 0);
+    assert_int_equal(dsv4_batch_step(&b, tok + 354, 1, trimmed + V, &err), 0);
+    assert_memory_equal(kept, trimmed, 2 * (size_t)V * sizeof(float));
+    dsv4_session_trim(NULL);
+    dsv4_session_free(a);
+    dsv4_session_free(b);
+    dsv4_engine_close(e);
+    free(kept);
+    free(trimmed);
+    free(tok);
+}
+
 /* Weight bytes per token: a batch of 3 shares every dense matrix, so it reads
  * less per token than one session alone, but more than a third (each session
  * routes its own experts, and the embedding rows are per token). */
@@ -181,6 +227,7 @@ int main(void)
         cmocka_unit_test(batch_matches_alone_real_ratios),
         cmocka_unit_test(batch_matches_alone_mixed16),
         cmocka_unit_test(batch_shares_weight_reads),
+        cmocka_unit_test(trim_frees_and_keeps_results),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

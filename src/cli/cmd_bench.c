@@ -129,6 +129,8 @@ static int run_test(dsv4_engine *e, int prefill, int P, int N, int B, int depth,
                      rep + 1, reps + 1, i + 1);
             dsv4_session_reset(s[i]);
             if (depth && fill_depth(s[i], toks + (size_t)i * (depth + len + 1), depth, what, err)) goto done;
+            if (!prefill) /* a decode test's sessions need only a step's activations, not the fill's */
+                dsv4_session_trim(s[i]);
             dsv4_session_stats_reset(s[i]);
         }
         double t0 = now_s();

@@ -13,14 +13,6 @@
 #include "common_opts.h"
 #include "default_model.h"
 
-/* Prompt tokens per forward pass unless --prefill-chunk says otherwise: each
- * routed expert is then read once for ~4x the tokens of the engine's default
- * 512, which made a 2048-token prompt 8-10% faster on two Zen 5 cores, 15% on
- * 16 Sapphire Rapids cores and 46-62% there with --isa amx (bench/history.md).
- * Its activations (~0.5 GB at V4-Flash width) live only while one prompt is
- * prefilled: each session is trimmed once its prompt is in. */
-#define BATCH_PREFILL_CHUNK 2048
-
 enum { OPT_LOSSY = OPT_COMMAND, OPT_SUFFIX, OPT_FORCE, OPT_FILES_FROM, OPT_CHAT, OPT_THINK, OPT_SYSTEM };
 
 static const char *help =
@@ -30,14 +22,14 @@ static const char *help =
     "For each FILE, its text (plus --suffix) is the prompt, and up to N tokens are generated\n"
     "into OUTDIR/NAME.out (NAME: the file's name), exactly the text `dsv4 run -p` prints for\n"
     "that prompt (with --chat: the answer `dsv4 chat` gives to it as one user turn). Each\n"
-    "prompt is prefilled alone, in passes of up to 2048 tokens unless --prefill-chunk says\n"
-    "otherwise (a session keeps only a decode step's activations once its prompt is in, so\n"
-    "long passes cost memory for one prompt at a time); then up to B sequences decode\n"
-    "together, every weight read once per step for all of them, and a finished sequence's\n"
-    "place goes to the next file. Each output is written whole (a temporary file renamed\n"
-    "into place) and files whose output exists are skipped, so a run that was interrupted\n"
-    "resumes where it stopped. A line per file on stderr, then the totals; a file that\n"
-    "cannot be read or tokenized is reported and the others go on (exit status 1 at the end).\n"
+    "prompt is prefilled alone (a session keeps only a decode step's activations once its\n"
+    "prompt is in, so long passes cost memory for one prompt at a time); then up to B\n"
+    "sequences decode together, every weight read once per step for all of them, and a\n"
+    "finished sequence's place goes to the next file. Each output is written whole (a\n"
+    "temporary file renamed into place) and files whose output exists are skipped, so a run\n"
+    "that was interrupted resumes where it stopped. A line per file on stderr, then the\n"
+    "totals; a file that cannot be read or tokenized is reported and the others go on (exit\n"
+    "status 1 at the end).\n"
     "\n"
     "options:\n"
     "  -o, --out-dir DIR      where the outputs go (created if missing)\n"
@@ -441,14 +433,11 @@ static int run_job(batch_job *j, const cli_parser *p)
     dsv4_error err;
     if (dsv4_tokenizer_open(&j->tok, model_dir, &err))
         return cli_error("batch", "needs the model's tokenizer: %s", err.message);
-    dsv4_options opt = p->opt;
-    if (opt.prefill_chunk == 0)
-        opt.prefill_chunk = BATCH_PREFILL_CHUNK;
-    if (dsv4_engine_open(&j->e, model_dir, &opt, &err)) {
+    if (dsv4_engine_open(&j->e, model_dir, &p->opt, &err)) {
         dsv4_tokenizer_close(j->tok);
         return cli_error("batch", "%s", err.message);
     }
-    j->prefill_chunk = opt.prefill_chunk;
+    j->prefill_chunk = p->opt.prefill_chunk;
     double t0 = now_s();
     int status = run_batch(j);
     double wall = now_s() - t0;

@@ -129,7 +129,7 @@ static int run_test(dsv4_engine *e, int prefill, int P, int N, int B, int depth,
                      rep + 1, reps + 1, i + 1);
             dsv4_session_reset(s[i]);
             if (depth && fill_depth(s[i], toks + (size_t)i * (depth + len + 1), depth, what, err)) goto done;
-            if (!prefill) /* a decode test's sessions need only a step's activations, not the fill's */
+            if (!prefill || i > 0) /* only a prefill test's first session takes a long pass afterwards */
                 dsv4_session_trim(s[i]);
             dsv4_session_stats_reset(s[i]);
         }

@@ -8,6 +8,7 @@ void cli_parser_init(cli_parser *p, const char *cmd, const char *help, const cha
 {
     *p = (cli_parser){ .cmd = cmd, .help = help, .shorts = shorts, .longs = longs, .argc = argc, .argv = argv };
     dsv4_options_default(&p->opt);
+    p->opt.prefill_chunk = CLI_PREFILL_CHUNK;
     optind = 1;
 }
 

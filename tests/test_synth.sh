@@ -68,8 +68,15 @@ got = [(r["test"], r["prompt"], r["gen"], r["batch"], r["depth"]) for r in rows]
 want = [(t, p, g, b, d) for d in (0, 140) for (t, p, g, b) in (("pp8", 8, 0, 1), ("tg3", 0, 3, 1), ("tg3", 0, 3, 2))]
 assert got == want, got
 assert all(r["tok_s"] > 0 and r["weight_bytes_per_token"] > 0 for r in rows), rows
+assert all(r["prefill_chunk"] == 2048 for r in rows), rows  # the commands' default pass
 PY
 else bad "bench failed: $(cat "$tmp/err")"; fi
+"$dsv4" bench -m "$tmp/a" -p 8 -n 0 -r 1 --prefill-chunk 5 --csv --no-ceilings >"$tmp/bench.csv" 2>"$tmp/err" &&
+  python3 - "$tmp/bench.csv" <<'PY' && ok || bad "bench --csv --prefill-chunk 5: $(cat "$tmp/bench.csv" "$tmp/err")"
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+assert len(rows) == 1 and rows[0]["test"] == "pp8" and rows[0]["prefill_chunk"] == "5", rows
+PY
 for args in "--depth 0,x" "--depth -1" "--depth 1,2,3,4,5,6,7,8,9" "-b 1,,2" "-b 65"; do
   "$dsv4" bench -m "$tmp/a" $args --no-ceilings >/dev/null 2>"$tmp/err"; rc=$?
   [ "$rc" -eq 2 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && ok || bad "bench $args -> $rc: $(cat "$tmp/err")"

@@ -43,6 +43,7 @@ typedef struct {
     int prompt, gen, batch, depth;
     double tok_s, tok_s_sd, bytes_per_tok, flops_per_tok;
     double kv_bytes;                 /* one sequence's KV cache after the test */
+    int prefill_chunk;               /* most prompt tokens per forward pass */
     double part_ms[DSV4_PROF_COUNT]; /* per token */
 } result;
 
@@ -188,9 +189,9 @@ static void print_result(int fmt, const result *r, const ceilings *c, int profil
         printf("{\"test\": \"%s\", \"prompt\": %d, \"gen\": %d, \"batch\": %d, \"depth\": %d, \"tok_s\": %.3f, "
                "\"tok_s_sd\": %.3f, \"weight_bytes_per_token\": %.0f, \"gbs\": %.3f, \"bw_ceiling_gbs\": %.3f, "
                "\"bw_ratio\": %.4f, \"gflops\": %.3f, \"peak_gflops\": %.3f, \"peak_isa\": \"%s\", \"flops_ratio\": %.4f, "
-               "\"kv_bytes_per_sequence\": %.0f",
+               "\"kv_bytes_per_sequence\": %.0f, \"prefill_chunk\": %d",
                name, r->prompt, r->gen, r->batch, r->depth, r->tok_s, r->tok_s_sd, r->bytes_per_tok, gbs, c->bw_gbs,
-               bw_ratio, gflops, c->peak_gflops, c->peak_isa, fl_ratio, r->kv_bytes);
+               bw_ratio, gflops, c->peak_gflops, c->peak_isa, fl_ratio, r->kv_bytes, r->prefill_chunk);
         if (profile) {
             printf(", \"profile_ms_per_token\": {");
             for (int p = 0; p < DSV4_PROF_COUNT; p++)
@@ -201,13 +202,13 @@ static void print_result(int fmt, const result *r, const ceilings *c, int profil
     } else if (fmt == FMT_CSV) {
         if (first) {
             printf("test,prompt,gen,batch,depth,tok_s,tok_s_sd,weight_bytes_per_token,gbs,bw_ceiling_gbs,bw_ratio,"
-                   "gflops,peak_gflops,flops_ratio,kv_bytes_per_sequence");
+                   "gflops,peak_gflops,flops_ratio,kv_bytes_per_sequence,prefill_chunk");
             for (int p = 0; profile && p < DSV4_PROF_COUNT; p++) printf(",ms_%s", dsv4_prof_part_name(p));
             printf("\n");
         }
-        printf("%s,%d,%d,%d,%d,%.3f,%.3f,%.0f,%.3f,%.3f,%.4f,%.3f,%.3f,%.4f,%.0f", name, r->prompt, r->gen, r->batch,
-               r->depth, r->tok_s, r->tok_s_sd, r->bytes_per_tok, gbs, c->bw_gbs, bw_ratio, gflops, c->peak_gflops,
-               fl_ratio, r->kv_bytes);
+        printf("%s,%d,%d,%d,%d,%.3f,%.3f,%.0f,%.3f,%.3f,%.4f,%.3f,%.3f,%.4f,%.0f,%d", name, r->prompt, r->gen,
+               r->batch, r->depth, r->tok_s, r->tok_s_sd, r->bytes_per_tok, gbs, c->bw_gbs, bw_ratio, gflops,
+               c->peak_gflops, fl_ratio, r->kv_bytes, r->prefill_chunk);
         for (int p = 0; profile && p < DSV4_PROF_COUNT; p++) printf(",%.4f", r->part_ms[p]);
         printf("\n");
     } else {
@@ -319,7 +320,7 @@ int cmd_bench(int argc, char **argv)
     if (dsv4_engine_open(&e, model_dir, &opt, &err)) return cli_error("bench", "%s", err.message);
     char desc[1024];
     dsv4_engine_describe(e, desc, sizeof desc);
-    fprintf(stderr, "bench: %s: %s\n", model_dir, desc);
+    fprintf(stderr, "bench: %s: %s; prefill passes of up to %d tokens\n", model_dir, desc, opt.prefill_chunk);
 
     ceilings ceil = {0, 0, "none"};
     if (ceil_probe) {
@@ -331,13 +332,14 @@ int cmd_bench(int argc, char **argv)
     result rs[MAX_DEPTHS * (MAX_BATCHES + 1)];
     int n_res = 0, status = 0;
     if (fmt == FMT_MD)
-        printf("\n%s\n\n", desc);
+        printf("\n%s; prefill passes of up to %d tokens\n\n", desc, opt.prefill_chunk);
     for (int d = 0; d < n_depths && !status; d++) {
         int depth = depths[d];
         for (int t = -1; t < n_batches && !status; t++) {
             result *r = &rs[n_res];
             memset(r, 0, sizeof *r);
             r->depth = depth;
+            r->prefill_chunk = opt.prefill_chunk;
             if (t < 0) {
                 if (P <= 0) continue;
                 r->test = "pp";

@@ -221,13 +221,13 @@ int attn_state_new(attn_state **out, const dsv4_engine *e, int layer, int max_to
             failed = 1;
     }
     st->max_rows = (int)max_rows;
-    if (!fp8_rows)
-        st->kv_rows = xcalloc(max_rows, sizeof(float *), &failed);
     if (fp8_rows) {
         st->window_8 = xcalloc((size_t)st->ring, st->row_bytes, &failed);
         if (kind != DSV4_LAYER_WINDOW)
             st->entries_8 = xcalloc(me, st->row_bytes, &failed);
         st->kv_rows_8 = xcalloc(max_rows, sizeof(uint8_t *), &failed);
+    } else {
+        st->kv_rows = xcalloc(max_rows, sizeof(float *), &failed);
     }
     st->workers = omp_get_max_threads();
     if (st->workers > max_chunk)
